@@ -1,0 +1,186 @@
+"""The analyze job: statistics and bounds over a whole dataset, on any Beam runner.
+
+Writes, into the output directory:
+  transform_fn/, transformed_metadata/   the TFT graph (`tft.TFTransformOutput`)
+  stats.json                             the statistics and bounds it applies
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import logging
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+import tensorflow as tf
+import tensorflow_transform as tft
+import tensorflow_transform.beam as tft_beam
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from tanhguard.pipeline.artifacts import atomic_output_dir
+from tanhguard.pipeline.csv_reader import (
+    DataError,
+    ReadCsv,
+    check_header,
+    expand_pattern,
+    tensor_adapter_config,
+)
+from tanhguard.pipeline.scale_fitter import scale_fitter
+from tanhguard.transforms.config import Config
+from tanhguard.transforms.preprocessing import (
+    build_preprocessing_fn,
+    total_elements,
+    unpack_stats_vector,
+)
+
+STATS_FILE = "stats.json"
+STATS_FORMAT_VERSION = 1
+_STATS_VECTOR_FILE = "stats_vector.npy"
+
+logger = logging.getLogger(__name__)
+
+
+class AnalyzeFeatures(beam.PTransform):
+    """Record batches -> a TFT transform_fn, writing the statistics vector.
+
+    Input: a PCollection of Arrow record batches in the layout of
+    `csv_reader.arrow_schema(config)`.
+    Output: the `(transform_fn, metadata)` pair of `tft_beam.AnalyzeDataset`.
+    """
+
+    def __init__(self, config: Config, stats_vector_path: str):
+        super().__init__()
+        self._config = config
+        self._stats_vector_path = stats_vector_path
+
+    def expand(self, record_batches: beam.PCollection):
+        fitter = scale_fitter(self._stats_vector_path, total_elements(self._config))
+        preprocessing_fn = build_preprocessing_fn(self._config, fitter)
+        return (
+            record_batches,
+            tensor_adapter_config(self._config),
+        ) | "AnalyzeDataset" >> tft_beam.AnalyzeDataset(preprocessing_fn)
+
+
+def _versions() -> dict[str, str]:
+    def version(name: str) -> str:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            return "unknown"
+
+    return {
+        "tanhguard_version": version("tanhguard"),
+        "tensorflow_transform_version": tft.__version__,
+    }
+
+
+def _find_data_error(error: BaseException) -> DataError | None:
+    """Beam re-raises worker exceptions wrapped; finds a `DataError` inside."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, DataError):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def _check_inputs(config: Config, files: Sequence[str]) -> None:
+    has_rows = [check_header(path, config) for path in files]
+    if not any(has_rows):
+        raise DataError(
+            f"no data rows: {len(files)} file(s) hold a header and nothing else "
+            f"({', '.join(files[:3])}{', ...' if len(files) > 3 else ''})"
+        )
+
+
+def run_analyze(
+    config: Config,
+    data: str,
+    output: str | Path,
+    beam_args: Sequence[str] = (),
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Analyzes the CSV files matching `data` and writes the artifacts.
+
+    Args:
+      config: The validated config.
+      data: A path or glob of CSV files with a header row.
+      output: The artifacts directory; it appears only when complete.
+      beam_args: Beam pipeline flags, e.g. `--runner=...`; the default is the
+        in-process DirectRunner.
+      overwrite: Replace an existing `output`.
+
+    Returns:
+      The content of stats.json.
+
+    Raises:
+      DataError: A file is missing, has no header, lacks a configured column,
+        holds a non-numeric cell, or the dataset has no rows.
+      OutputExistsError: `output` exists and `overwrite` is false.
+    """
+    started = time.monotonic()
+    files = expand_pattern(data)
+    _check_inputs(config, files)
+    with atomic_output_dir(output, overwrite=overwrite) as staging:
+        vector_path = str(staging / _STATS_VECTOR_FILE)
+        tft_temp = staging / ".tft_tmp"
+        options = PipelineOptions(list(beam_args))
+        try:
+            with (
+                beam.Pipeline(options=options) as pipeline,
+                tft_beam.Context(temp_dir=str(tft_temp)),
+            ):
+                transform_fn = (
+                    pipeline
+                    | "ReadCsv" >> ReadCsv(files, config)
+                    | "AnalyzeFeatures" >> AnalyzeFeatures(config, vector_path)
+                )
+                _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(
+                    str(staging)
+                )
+        except Exception as error:
+            data_error = _find_data_error(error)
+            if data_error is not None:
+                raise DataError(str(data_error)) from None
+            raise
+        with tf.io.gfile.GFile(vector_path, "rb") as handle:
+            vector = np.load(handle)
+        stats = {
+            "format_version": STATS_FORMAT_VERSION,
+            **_versions(),
+            **unpack_stats_vector(config, vector),
+            "data": {"pattern": data, "files": files},
+            "config": config.to_json_dict(),
+            "elapsed_seconds": round(time.monotonic() - started, 3),
+        }
+        # Keep the documented key order: num_rows before features.
+        stats = {key: stats[key] for key in _STATS_KEY_ORDER}
+        (staging / STATS_FILE).write_text(json.dumps(stats, indent=2) + "\n")
+        Path(vector_path).unlink()
+        shutil.rmtree(tft_temp, ignore_errors=True)
+    return stats
+
+
+_STATS_KEY_ORDER = (
+    "format_version",
+    "tanhguard_version",
+    "tensorflow_transform_version",
+    "num_rows",
+    "elapsed_seconds",
+    "data",
+    "config",
+    "features",
+)
+
+
+def load_stats(artifacts: str | Path) -> dict[str, Any]:
+    """Reads stats.json from an artifacts directory."""
+    return json.loads((Path(artifacts) / STATS_FILE).read_text())

@@ -1,0 +1,102 @@
+"""The `tanhguard` command line: a thin layer over importable functions."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tanhguard",
+        description=(
+            "Finite, bounded model inputs: per-feature statistics, clip bounds and "
+            "scaling computed by a TensorFlow Transform job."
+        ),
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    analyze = commands.add_parser(
+        "analyze",
+        help="compute statistics and bounds over CSV files; write the TFT graph",
+        description=(
+            "Unrecognised flags are passed to Apache Beam, e.g. "
+            "--runner=DataflowRunner or --direct_running_mode=multi_processing."
+        ),
+    )
+    analyze.add_argument("--config", required=True, help="YAML feature config")
+    analyze.add_argument("--data", required=True, help="CSV file or glob")
+    analyze.add_argument("--output", required=True, help="artifacts directory")
+    analyze.add_argument(
+        "--overwrite", action="store_true", help="replace an existing --output"
+    )
+
+    commands.add_parser("config-schema", help="print the JSON Schema of a config")
+
+    demo = commands.add_parser(
+        "demo", help="show the problem and the cure on built-in synthetic data"
+    )
+    demo.add_argument(
+        "--output", default="demo-output", help="where the demo writes (replaced)"
+    )
+    demo.add_argument("--rows", type=int, default=20_000, help="rows to generate")
+    return parser
+
+
+def _quiet_tensorflow() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import logging
+
+    logging.getLogger("absl").setLevel(logging.ERROR)
+
+
+def _print_summary(stats: dict, output: str) -> None:
+    from tanhguard.pipeline.report import summary_table
+
+    print(summary_table(stats))
+    print(f"\nArtifacts: {os.path.abspath(output)}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the command line; returns the exit status."""
+    args, beam_args = _parser().parse_known_args(argv)
+    if args.command != "analyze" and beam_args:
+        _parser().error(f"unrecognized arguments: {' '.join(beam_args)}")
+    from tanhguard.transforms.config import ConfigError, config_json_schema
+
+    if args.command == "config-schema":
+        print(json.dumps(config_json_schema(), indent=2))
+        return EXIT_OK
+
+    _quiet_tensorflow()
+    from tanhguard.pipeline.artifacts import OutputExistsError
+    from tanhguard.pipeline.csv_reader import DataError
+
+    try:
+        if args.command == "analyze":
+            from tanhguard.pipeline.analyze import run_analyze
+            from tanhguard.transforms.config import load_config
+
+            config = load_config(args.config)
+            stats = run_analyze(
+                config, args.data, args.output, beam_args, overwrite=args.overwrite
+            )
+            _print_summary(stats, args.output)
+        elif args.command == "demo":
+            from tanhguard.pipeline.demo import run_demo
+
+            run_demo(args.output, rows=args.rows)
+    except (ConfigError, DataError, OutputExistsError) as error:
+        print(f"tanhguard: error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

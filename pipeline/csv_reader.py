@@ -1,0 +1,232 @@
+"""Reading CSV files into Arrow record batches in the layout TFT consumes.
+
+Each configured feature becomes a `list<float32>` (or `list<int64>`) column: a
+row holds one value for a scalar, d values for a vector `[d]`, and no value
+when the cell is empty (missing). Only configured columns are read.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator, Sequence
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import tensorflow as tf
+from tensorflow_metadata.proto.v0 import schema_pb2
+from tfx_bsl.tfxio import tensor_adapter
+
+from tanhguard.transforms.config import Config
+
+# Arrow's CSV block size: each block becomes one record batch (one TFT batch).
+DEFAULT_BLOCK_SIZE = 16 << 20
+
+
+class DataError(ValueError):
+    """Input data that cannot be read; the message names the file and row."""
+
+
+def _arrow_value_type(dtype: str) -> pa.DataType:
+    return pa.int64() if dtype == "int" else pa.float32()
+
+
+def arrow_schema(config: Config) -> pa.Schema:
+    """The record batch schema: one list column per configured feature."""
+    return pa.schema(
+        [
+            pa.field(name, pa.list_(_arrow_value_type(feature.dtype)))
+            for name, feature in config.features.items()
+        ]
+    )
+
+
+def tensor_adapter_config(config: Config) -> tensor_adapter.TensorAdapterConfig:
+    """How TFT turns the record batches into tensors: a `SparseTensor` each.
+
+    The same representation a `tf.io.VarLenFeature` gives when parsing
+    `tf.Example`s, so missing values stay distinguishable from NaN.
+    """
+    representations = {
+        name: schema_pb2.TensorRepresentation(
+            varlen_sparse_tensor=schema_pb2.TensorRepresentation.VarLenSparseTensor(
+                column_name=name
+            )
+        )
+        for name in config.features
+    }
+    return tensor_adapter.TensorAdapterConfig(arrow_schema(config), representations)
+
+
+def expand_pattern(pattern: str) -> list[str]:
+    """The files a glob matches, sorted.
+
+    Raises:
+      DataError: Nothing matches.
+    """
+    files = sorted(tf.io.gfile.glob(pattern))
+    files = [path for path in files if not tf.io.gfile.isdir(path)]
+    if not files:
+        raise DataError(f"{pattern}: no file matches this path or glob")
+    return files
+
+
+def check_header(path: str, config: Config) -> bool:
+    """Checks that a CSV's header names every configured column.
+
+    Returns:
+      Whether the file has at least one data row after the header.
+
+    Raises:
+      DataError: The file is empty or a configured column is not in its header.
+    """
+    with tf.io.gfile.GFile(path, "r") as handle:
+        first = handle.readline()
+        second = handle.readline()
+    if not first.strip():
+        raise DataError(f"{path}: the file is empty; expected a header row first")
+    header = next(csv.reader(io.StringIO(first)))
+    header = [column.strip() for column in header]
+    for name in config.features:
+        absent = [c for c in config.csv_columns(name) if c not in header]
+        if absent:
+            shown = ", ".join(header[:12]) + (", ..." if len(header) > 12 else "")
+            raise DataError(
+                f"{path}: feature `{name}`: column(s) {absent} not in the header. "
+                f"The first row must be a header naming the columns; found: {shown}"
+            )
+    return bool(second.strip())
+
+
+def _column_values(array: pa.Array, dtype: str) -> tuple[np.ndarray, np.ndarray]:
+    """A column's values (NaN or 0 where empty) and its validity mask."""
+    valid = np.asarray(array.is_valid(), dtype=bool)
+    if dtype == "int":
+        values = np.asarray(array.fill_null(0), dtype=np.int64)
+    else:
+        values = np.asarray(array.fill_null(np.nan), dtype=np.float32)
+    return values, valid
+
+
+def _feature_column(
+    path: str,
+    name: str,
+    columns: Sequence[str],
+    arrays: Sequence[pa.Array],
+    dtype: str,
+    first_row: int,
+) -> pa.ListArray:
+    """Builds the `list<...>` column of one feature for a block of rows."""
+    parts = [_column_values(array, dtype) for array in arrays]
+    values = np.stack([p[0] for p in parts], axis=1)
+    valid = np.stack([p[1] for p in parts], axis=1)
+    present = valid.any(axis=1)
+    partial = present & ~valid.all(axis=1)
+    if partial.any():
+        if dtype == "int":
+            row = first_row + int(np.argmax(partial))
+            raise DataError(
+                f"{path}: row {row}: feature `{name}`: some of its columns "
+                f"{list(columns)} are empty and some are not; an integer vector "
+                "must be complete or entirely empty"
+            )
+        # A float vector with some empty cells: those elements are NaN.
+    kept = values[present].reshape(-1)
+    offsets = np.zeros(len(present) + 1, dtype=np.int32)
+    np.cumsum(present * len(columns), out=offsets[1:])
+    return pa.ListArray.from_arrays(
+        pa.array(offsets), pa.array(kept, type=_arrow_value_type(dtype))
+    )
+
+
+def read_csv_batches(
+    path: str, config: Config, block_size: int = DEFAULT_BLOCK_SIZE
+) -> Iterator[pa.RecordBatch]:
+    """Streams one CSV file as record batches in the layout of `arrow_schema`.
+
+    Cells: a number; `nan`, `inf`, `-inf` (any case); or empty (missing).
+
+    Raises:
+      DataError: A cell is not a number of the feature's type, or a configured
+        column is missing; the message names the file, row and column.
+    """
+    columns = {name: config.csv_columns(name) for name in config.features}
+    column_types = {
+        column: _arrow_value_type(config.features[name].dtype)
+        for name, names in columns.items()
+        for column in names
+    }
+    schema = arrow_schema(config)
+    try:
+        reader = pa_csv.open_csv(
+            _open_for_arrow(path),
+            read_options=pa_csv.ReadOptions(block_size=block_size),
+            convert_options=pa_csv.ConvertOptions(
+                include_columns=list(column_types),
+                column_types=column_types,
+                null_values=[""],
+                strings_can_be_null=False,
+            ),
+        )
+        first_row = 1  # data rows are numbered from 1, the header is row 0
+        for batch in reader:
+            arrays = [
+                _feature_column(
+                    path,
+                    name,
+                    names,
+                    [batch.column(column) for column in names],
+                    config.features[name].dtype,
+                    first_row,
+                )
+                for name, names in columns.items()
+            ]
+            first_row += batch.num_rows
+            yield pa.RecordBatch.from_arrays(arrays, schema=schema)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
+        raise DataError(
+            f"{path}: {_explain_arrow_error(error, column_types)}"
+        ) from None
+
+
+def _open_for_arrow(path: str):
+    """A local path as is (Arrow reads it natively); other filesystems via TF."""
+    if "://" not in path:
+        return path
+    return pa.PythonFile(tf.io.gfile.GFile(path, "rb"), mode="r")
+
+
+def _explain_arrow_error(error: Exception, column_types: dict) -> str:
+    """Arrow's message, with the feature's expected type spelled out."""
+    message = str(error).strip()
+    hint = ""
+    if "conversion error" in message:
+        hint = (
+            " (cells must be numbers, `nan`, `inf`, `-inf` or empty; rows are "
+            "numbered from 1 after the header)"
+        )
+    elif "No match for FieldRef" in message or "not found" in message:
+        hint = f" (expected columns: {sorted(column_types)})"
+    return message + hint
+
+
+class ReadCsv(beam.PTransform):
+    """Reads CSV files into a PCollection of record batches (see `arrow_schema`)."""
+
+    def __init__(self, files: Sequence[str], config: Config, block_size: int = 0):
+        super().__init__()
+        self._files = list(files)
+        self._config = config
+        self._block_size = block_size or DEFAULT_BLOCK_SIZE
+
+    def expand(self, pipeline: beam.Pipeline) -> beam.PCollection:
+        config, block_size = self._config, self._block_size
+        return (
+            pipeline
+            | "ListFiles" >> beam.Create(self._files)
+            | "Reshuffle" >> beam.Reshuffle()
+            | "ReadBlocks"
+            >> beam.FlatMap(lambda path: read_csv_batches(path, config, block_size))
+        )

@@ -1,0 +1,187 @@
+"""`tanhguard demo`: the problem and the cure on deterministic synthetic data."""
+
+from __future__ import annotations
+
+import importlib.resources
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tanhguard.transforms.config import Config, parse_config
+
+DEMO_SEED = 20261129
+
+
+def demo_config() -> Config:
+    """The demo's config, shipped as configs/demo.yaml."""
+    import yaml
+
+    text = (
+        importlib.resources.files("tanhguard.configs")
+        .joinpath("demo.yaml")
+        .read_text(encoding="utf-8")
+    )
+    return parse_config(yaml.safe_load(text))
+
+
+def generate_demo_rows(rows: int, seed: int = DEMO_SEED) -> dict[str, np.ndarray]:
+    """Synthetic columns that reproduce how raw data breaks tanh units.
+
+    Returns:
+      Column name -> float64 values, NaN where the CSV cell is empty or `nan`
+      (see `write_demo_csv` for which is which).
+    """
+    rng = np.random.default_rng(seed)
+    fare = rng.lognormal(mean=2.5, sigma=1.0, size=rows)
+    fare[rng.random(rows) < 0.002] = 9.9e6  # data-entry errors
+    sensor = rng.normal(20.0, 5.0, size=rows)
+    bad = rng.random(rows)
+    sensor[bad < 0.01] = np.inf
+    sensor[(bad >= 0.01) & (bad < 0.02)] = -np.inf
+    sensor[(bad >= 0.02) & (bad < 0.05)] = np.nan
+    columns = {
+        "fare": fare,
+        "tip_ratio": rng.standard_cauchy(size=rows) * 3.0,
+        "trip_distance": rng.gamma(2.0, 2.5, size=rows) * 1000.0,  # metres, not km
+        "sensor": sensor,
+        "constant": np.full(rows, 7.5),
+        "passengers": rng.integers(1, 7, size=rows).astype(np.float64),
+    }
+    for i in range(3):
+        columns[f"embedding_{i}"] = rng.normal(0.0, 1.0 + 2 * i, size=rows)
+    return columns
+
+
+def write_demo_csv(path: Path, columns: dict[str, np.ndarray], seed: int) -> None:
+    """Writes the columns as CSV; 1% of `fare` cells are left empty (missing)."""
+    rng = np.random.default_rng(seed + 1)
+    names = list(columns)
+    rows = len(columns[names[0]])
+    empty_fare = rng.random(rows) < 0.01
+    formatted = {}
+    for name in names:
+        values = columns[name]
+        if name == "passengers":
+            cells = [str(int(v)) for v in values]
+        else:
+            cells = [repr(float(v)) for v in values]  # nan, inf, -inf as text
+        formatted[name] = cells
+    for row in np.flatnonzero(empty_fare):
+        formatted["fare"][row] = ""
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(",".join(names) + "\n")
+        for row in range(rows):
+            handle.write(",".join(formatted[name][row] for name in names) + "\n")
+
+
+def naive_tanh(x: np.ndarray) -> np.ndarray:
+    """tanh as often hand-written: `(e^x - e^-x) / (e^x + e^-x)`, float32.
+
+    For |x| > ~89, e^x overflows float32 and the result is inf/inf = NaN.
+    """
+    x = x.astype(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return (np.exp(x) - np.exp(-x)) / (np.exp(x) + np.exp(-x))
+
+
+def pre_activations(inputs: np.ndarray, seed: int = DEMO_SEED) -> np.ndarray:
+    """A small fixed-weight dense layer (8 units), before its activation."""
+    rng = np.random.default_rng(seed)
+    weights = rng.normal(0.0, 0.5, size=(inputs.shape[1], 8)).astype(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return inputs.astype(np.float32) @ weights
+
+
+def model_matrix(columns: dict[str, np.ndarray], config: Config) -> np.ndarray:
+    """Stacks the model's input columns in config order: `[rows, inputs]`."""
+    parts = []
+    for name in config.features:
+        for column in config.csv_columns(name):
+            parts.append(np.asarray(columns[column], dtype=np.float32))
+    return np.stack(parts, axis=1)
+
+
+def compare_tanh(raw: np.ndarray, transformed: np.ndarray) -> dict[str, Any]:
+    """Rows whose tanh-layer activations contain NaN, and saturated units."""
+    raw_pre = pre_activations(raw)
+    cured_pre = pre_activations(transformed)
+
+    def saturated(pre: np.ndarray) -> float:
+        # Units where even a correct float32 tanh is exactly +-1 (zero gradient).
+        finite = np.isfinite(pre)
+        return float(np.mean(np.abs(np.tanh(pre[finite])) == 1.0))
+
+    return {
+        "rows": raw.shape[0],
+        "raw_nan_rows": int(np.isnan(naive_tanh(raw_pre)).any(axis=1).sum()),
+        "raw_nan_input_rows": int(np.isnan(raw).any(axis=1).sum()),
+        "raw_saturated_fraction": saturated(raw_pre),
+        "transformed_nan_rows": int(np.isnan(naive_tanh(cured_pre)).any(axis=1).sum()),
+        "transformed_saturated_fraction": saturated(cured_pre),
+        "transformed_nonfinite_inputs": int((~np.isfinite(transformed)).sum()),
+    }
+
+
+def transform_columns(artifacts: Path, csv_path: Path, config: Config) -> np.ndarray:
+    """Applies the saved TFT graph to the CSV rows; returns the model matrix."""
+    import tensorflow_transform as tft
+    from tfx_bsl.tfxio import tensor_adapter
+
+    from tanhguard.pipeline.csv_reader import read_csv_batches, tensor_adapter_config
+
+    adapter = tensor_adapter.TensorAdapter(tensor_adapter_config(config))
+    output = tft.TFTransformOutput(str(artifacts))
+    blocks = []
+    for batch in read_csv_batches(str(csv_path), config):
+        outputs = output.transform_raw_features(adapter.ToBatchTensors(batch))
+        blocks.append(
+            {
+                name: np.asarray(value).reshape(len(value), -1)
+                for name, value in outputs.items()
+            }
+        )
+    columns = [
+        np.concatenate([block[name] for block in blocks], axis=0)
+        for name in config.features
+    ]
+    return np.concatenate(columns, axis=1).astype(np.float32)
+
+
+def run_demo(output: str | Path, rows: int = 20_000) -> dict[str, Any]:
+    """Generates the data, analyzes it, and prints the problem and the cure."""
+    from tanhguard.pipeline.analyze import run_analyze
+    from tanhguard.pipeline.report import summary_table
+
+    output = Path(output).absolute()
+    if output.exists():
+        shutil.rmtree(output)
+    (output / "data").mkdir(parents=True)
+    config = demo_config()
+    columns = generate_demo_rows(rows)
+    csv_path = output / "data" / "demo.csv"
+    write_demo_csv(csv_path, columns, DEMO_SEED)
+    print(f"Generated {rows:,} rows: {csv_path}")
+    artifacts = output / "artifacts"
+    stats = run_analyze(config, str(csv_path), artifacts)
+    print(summary_table(stats))
+    raw = model_matrix(columns, config)
+    transformed = transform_columns(artifacts, csv_path, config)
+    result = compare_tanh(raw, transformed)
+    print(
+        "\nA dense layer with tanh written as (e^x - e^-x)/(e^x + e^-x), float32:\n"
+        f"  raw inputs:         {result['raw_nan_rows']:,} of {rows:,} rows give NaN "
+        f"({result['raw_nan_input_rows']:,} rows hold NaN inputs; the rest "
+        "overflow e^x)\n"
+        f"  tanhguard outputs:  {result['transformed_nan_rows']:,} of {rows:,} rows "
+        f"give NaN; every input is finite and within +-"
+        f"{config.defaults.output_bound:g}\n"
+        "  tf.tanh saturated (exactly +-1, zero gradient): "
+        f"{result['raw_saturated_fraction']:.1%} of units on raw inputs, "
+        f"{result['transformed_saturated_fraction']:.1%} on tanhguard outputs"
+    )
+    print(
+        f"\nArtifacts: {artifacts}  (stats.json, transform_fn/, transformed_metadata/)"
+    )
+    return {"stats": stats, "comparison": result, "artifacts": str(artifacts)}

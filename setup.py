@@ -1,0 +1,38 @@
+"""tanhguard: finite, bounded model inputs from a TensorFlow Transform graph."""
+
+from setuptools import setup
+
+setup(
+    name="tanhguard",
+    version="0.1.0",
+    description=(
+        "A TensorFlow Transform preprocessing component that clips, imputes and "
+        "scales every feature so that model inputs are always finite and bounded."
+    ),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    # One distribution, import namespace `tanhguard`: the top-level folders of
+    # the repository are its sub-packages.
+    # `configs/` ships as package data so that `tanhguard demo` finds its config.
+    packages=["tanhguard.transforms", "tanhguard.pipeline", "tanhguard.configs"],
+    package_dir={
+        "tanhguard.transforms": "transforms",
+        "tanhguard.pipeline": "pipeline",
+        "tanhguard.configs": "configs",
+    },
+    package_data={"tanhguard.configs": ["*.yaml"]},
+    install_requires=[
+        "tensorflow-transform>=1.16,<1.22",
+        "tensorflow>=2.16,<2.22",
+        "apache-beam>=2.60,<3",
+        "numpy>=1.26",
+        "pyarrow>=10",
+        "pydantic>=2.5,<3",
+        "pyyaml>=6",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "hypothesis>=6.100", "ruff==0.17.6"],
+    },
+    entry_points={"console_scripts": ["tanhguard = tanhguard.pipeline.cli:main"]},
+)

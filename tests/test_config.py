@@ -1,0 +1,145 @@
+"""One test per config validation rule, and the defaults."""
+
+import json
+
+import pytest
+
+from tanhguard.transforms.config import (
+    ConfigError,
+    FixedClip,
+    config_json_schema,
+    load_config,
+    parse_config,
+)
+
+
+def test_empty_feature_takes_every_default():
+    config = parse_config({"features": {"fare": {}}})
+    fare = config.features["fare"]
+    assert (fare.clip.strategy, fare.clip.lower, fare.clip.upper) == (
+        "quantile",
+        0.001,
+        0.999,
+    )
+    assert fare.scale.strategy == "zscore"
+    assert fare.impute.strategy == "median"
+    assert fare.output_bound == 5.0
+    assert fare.shape == () and fare.dtype == "float"
+
+
+def test_feature_overrides_and_defaults_block_apply():
+    config = parse_config(
+        {
+            "defaults": {"output_bound": 3.0, "clip": "quantile"},
+            "features": {
+                "fare": {"clip": {"strategy": "fixed", "lower": 0, "upper": 200}},
+                "embedding": {"shape": [8]},
+            },
+        }
+    )
+    assert config.features["fare"].clip == FixedClip(lower=0.0, upper=200.0)
+    assert config.features["fare"].output_bound == 3.0
+    assert config.features["embedding"].size == 8
+    assert config.csv_columns("embedding")[-1] == "embedding_7"
+
+
+@pytest.mark.parametrize(
+    ("features", "match"),
+    [
+        ({"fare": {"colour": 1}}, r"feature `fare`: `colour`: unknown key"),
+        ({"fare": {"clip": "winsor"}}, r"feature `fare`: `clip`: unknown strategy"),
+        (
+            {"fare": {"clip": {"strategy": "fixed", "lower": 1.0}}},
+            r"feature `fare`: `clip.upper`: is required",
+        ),
+        (
+            {"fare": {"clip": {"strategy": "fixed", "lower": 5, "upper": 1}}},
+            r"`upper` must be greater than `lower`. Received: lower=5.0, upper=1.0",
+        ),
+        (
+            {"fare": {"clip": {"strategy": "quantile", "lower": 0.9, "upper": 0.1}}},
+            r"`upper` must be greater than `lower`",
+        ),
+        (
+            {"fare": {"clip": {"strategy": "quantile", "lower": -0.1}}},
+            r"probability in \[0, 1\]. Received: -0.1",
+        ),
+        (
+            {"fare": {"clip": {"strategy": "quantile", "lower": 0.00001}}},
+            r"multiple of 0.0001",
+        ),
+        ({"fare": {"output_bound": 0}}, r"`output_bound`: must be a finite number > 0"),
+        ({"fare": {"dtype": "string"}}, r"feature `fare`: `dtype`"),
+        ({"fare": {"shape": [2, 3]}}, r"`shape`: must be `scalar` or a one-element"),
+        ({"fare": {"shape": [0]}}, r"`d` must be an integer >= 1"),
+        ({"fare": ["not", "a", "mapping"]}, r"feature `fare`: must be a mapping"),
+        ({"1fare": {}}, r"feature `1fare`: a name must be"),
+        ({"v": {"shape": [2]}, "v_0": {}}, r"column `v_0` is also a column"),
+    ],
+    ids=[
+        "unknown key is rejected",
+        "unknown clip strategy is rejected",
+        "fixed clip without upper is rejected",
+        "fixed clip with lower above upper is rejected",
+        "quantile clip with lower above upper is rejected",
+        "probability below zero is rejected",
+        "probability off the quantile grid is rejected",
+        "zero output bound is rejected",
+        "unknown dtype is rejected",
+        "two-dimensional shape is rejected",
+        "zero-length vector is rejected",
+        "feature that is not a mapping is rejected",
+        "feature name starting with a digit is rejected",
+        "vector columns colliding with another feature are rejected",
+    ],
+)
+def test_invalid_feature_config_names_feature_and_field(features, match):
+    with pytest.raises(ConfigError, match=match):
+        parse_config({"features": features})
+
+
+def test_unknown_top_level_key_is_rejected():
+    with pytest.raises(ConfigError, match=r"unknown top-level key\(s\) \['feature'\]"):
+        parse_config({"feature": {"fare": {}}})
+
+
+def test_defaults_block_errors_name_defaults():
+    with pytest.raises(ConfigError, match=r"defaults: `output_bound`"):
+        parse_config({"defaults": {"output_bound": -1}, "features": {"a": {}}})
+
+
+def test_empty_features_are_rejected():
+    with pytest.raises(ConfigError, match=r"`features` must be a non-empty mapping"):
+        parse_config({"features": {}})
+
+
+def test_load_config_errors_name_the_file(tmp_path):
+    missing = tmp_path / "absent.yaml"
+    with pytest.raises(ConfigError, match=r"absent.yaml: cannot read config"):
+        load_config(missing)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("features: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"broken.yaml: not valid YAML"):
+        load_config(broken)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("features:\n  fare: {output_bound: -2}\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: feature `fare`: `output_bound`"):
+        load_config(bad)
+
+
+@pytest.mark.parametrize("name", ["demo.yaml", "example.yaml"])
+def test_shipped_configs_are_valid(name):
+    from pathlib import Path
+
+    config = load_config(Path(__file__).parent.parent / "configs" / name)
+    assert config.features
+
+
+def test_json_schema_describes_features_and_defaults():
+    schema = config_json_schema()
+    json.dumps(schema)  # serializable
+    assert schema["required"] == ["features"]
+    feature = schema["properties"]["features"]["additionalProperties"]
+    assert {"dtype", "shape", "clip", "scale", "impute", "output_bound"} <= set(
+        feature["properties"]
+    )
