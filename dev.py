@@ -49,8 +49,17 @@ def ensure_venv() -> None:
         check=True,
     )
     subprocess.run(
-        [_bin("python"), "-m", "pip", "install", "--quiet", "-c", str(CONSTRAINTS),
-         "-e", f"{ROOT}[test]"],
+        [
+            _bin("python"),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "-c",
+            str(CONSTRAINTS),
+            "-e",
+            f"{ROOT}[test]",
+        ],
         check=True,
     )
     STAMP.write_text(fingerprint)

@@ -1,5 +1,7 @@
 """tanhguard: finite, bounded model inputs from a TensorFlow Transform graph."""
 
+from pathlib import Path
+
 from setuptools import setup
 
 setup(
@@ -9,7 +11,7 @@ setup(
         "A TensorFlow Transform preprocessing component that clips, imputes and "
         "scales every feature so that model inputs are always finite and bounded."
     ),
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=(Path(__file__).parent / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     # One distribution, import namespace `tanhguard`: the top-level folders of

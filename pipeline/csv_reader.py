@@ -124,15 +124,14 @@ def _feature_column(
     valid = np.stack([p[1] for p in parts], axis=1)
     present = valid.any(axis=1)
     partial = present & ~valid.all(axis=1)
-    if partial.any():
-        if dtype == "int":
-            row = first_row + int(np.argmax(partial))
-            raise DataError(
-                f"{path}: row {row}: feature `{name}`: some of its columns "
-                f"{list(columns)} are empty and some are not; an integer vector "
-                "must be complete or entirely empty"
-            )
-        # A float vector with some empty cells: those elements are NaN.
+    # A float vector with some empty cells: those elements are NaN.
+    if partial.any() and dtype == "int":
+        row = first_row + int(np.argmax(partial))
+        raise DataError(
+            f"{path}: row {row}: feature `{name}`: some of its columns "
+            f"{list(columns)} are empty and some are not; an integer vector "
+            "must be complete or entirely empty"
+        )
     kept = values[present].reshape(-1)
     offsets = np.zeros(len(present) + 1, dtype=np.int32)
     np.cumsum(present * len(columns), out=offsets[1:])
@@ -186,9 +185,44 @@ def read_csv_batches(
             first_row += batch.num_rows
             yield pa.RecordBatch.from_arrays(arrays, schema=schema)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
-        raise DataError(
-            f"{path}: {_explain_arrow_error(error, column_types)}"
-        ) from None
+        located = _locate_bad_cell(path, column_types)
+        if located is not None:
+            row, column, cell, kind = located
+            raise DataError(
+                f"{path}: row {row}: column `{column}`: {cell!r} is not a valid "
+                f"{kind} (cells must be numbers, `nan`, `inf`, `-inf` or empty; "
+                "rows are numbered from 1 after the header)"
+            ) from None
+        message = _explain_arrow_error(error, column_types)
+        raise DataError(f"{path}: {message}") from None
+
+
+def _parses(cell: str, dtype: pa.DataType) -> bool:
+    if cell == "":
+        return True
+    try:
+        int(cell) if pa.types.is_integer(dtype) else float(cell)
+    except ValueError:
+        return False
+    return True
+
+
+def _locate_bad_cell(path: str, column_types: dict) -> tuple | None:
+    """Finds the first cell Arrow could not convert (only on the error path)."""
+    with tf.io.gfile.GFile(path, "r") as handle:
+        reader = csv.reader(handle)
+        header = [column.strip() for column in next(reader, [])]
+        positions = {
+            column: header.index(column) for column in column_types if column in header
+        }
+        for row, cells in enumerate(reader, start=1):
+            for column, position in positions.items():
+                cell = cells[position].strip() if position < len(cells) else ""
+                dtype = column_types[column]
+                if not _parses(cell, dtype):
+                    kind = "integer" if pa.types.is_integer(dtype) else "number"
+                    return row, column, cell, kind
+    return None
 
 
 def _open_for_arrow(path: str):

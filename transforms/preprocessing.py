@@ -165,9 +165,10 @@ def unpack_stats_vector(config: Config, vector: np.ndarray) -> dict[str, Any]:
     """Turns the packed statistics vector into stats.json's `features` map.
 
     Returns:
-      `{"num_rows": N, "features": {...}}` where `features[name]` holds the counts, moments,
-      quantiles, clip/scale parameters and impute value of each feature: plain
-      numbers for a scalar feature, lists of length d for a vector feature.
+      `{"num_rows": N, "features": {...}}` where `features[name]` holds the
+      counts, moments, quantiles, clip/scale parameters and impute value of
+      each feature: plain numbers for a scalar feature, lists of length d for a
+      vector feature.
       Parameters are the float32 values the graph applies, written exactly.
     """
     vector = np.asarray(vector, dtype=np.float64)
