@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.resources
+import importlib.util
 import shutil
 from pathlib import Path
 from typing import Any
@@ -18,11 +18,11 @@ def demo_config() -> Config:
     """The demo's config, shipped as configs/demo.yaml."""
     import yaml
 
-    text = (
-        importlib.resources.files("tanhguard.configs")
-        .joinpath("demo.yaml")
-        .read_text(encoding="utf-8")
-    )
+    # `tanhguard.configs` is a data-only namespace package; editable installs
+    # list a path hook beside the folder, so take the first real directory.
+    spec = importlib.util.find_spec("tanhguard.configs")
+    folders = [Path(p) for p in spec.submodule_search_locations if Path(p).is_dir()]
+    text = (folders[0] / "demo.yaml").read_text(encoding="utf-8")
     return parse_config(yaml.safe_load(text))
 
 

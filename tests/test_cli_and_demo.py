@@ -1,0 +1,58 @@
+"""The command line end to end, and the demo."""
+
+import json
+
+import numpy as np
+
+from tanhguard.pipeline.cli import EXIT_ERROR, EXIT_OK, main
+from tanhguard.pipeline.demo import run_demo
+
+
+def test_analyze_command_writes_loadable_artifacts(tmp_path, capsys):
+    data = tmp_path / "small.csv"
+    data.write_text("x,other\n" + "".join(f"{v},a\n" for v in range(1, 41)))
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "features:\n  x: {clip: {strategy: fixed, lower: 5, upper: 30}}\n"
+    )
+    out = tmp_path / "art"
+    status = main(
+        ["analyze", "--config", str(config), "--data", str(data), "--output", str(out)]
+    )
+    assert status == EXIT_OK
+    assert "Artifacts:" in capsys.readouterr().out
+    stats = json.loads((out / "stats.json").read_text())
+    clipped = np.clip(np.arange(1, 41, dtype=np.float64), 5, 30)
+    assert stats["num_rows"] == 40
+    np.testing.assert_allclose(
+        stats["features"]["x"]["scale"]["center"], clipped.mean()
+    )
+    assert (out / "transform_fn" / "saved_model.pb").exists()
+    assert (out / "transformed_metadata").is_dir()
+
+
+def test_analyze_command_reports_bad_config_and_exits_nonzero(tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text("features:\n  x: {clip: {strategy: fixed, lower: 3, upper: 1}}\n")
+    status = main(
+        ["analyze", "--config", str(config), "--data", "x.csv", "--output", "o"]
+    )
+    assert status == EXIT_ERROR
+    assert "c.yaml: feature `x`: `clip`" in capsys.readouterr().err
+
+
+def test_config_schema_command_prints_json(capsys):
+    assert main(["config-schema"]) == EXIT_OK
+    assert json.loads(capsys.readouterr().out)["required"] == ["features"]
+
+
+def test_demo_shows_nan_on_raw_rows_and_none_after_transform(tmp_path, capsys):
+    result = run_demo(tmp_path / "demo", rows=4000)
+    comparison = result["comparison"]
+    assert comparison["raw_nan_rows"] > comparison["raw_nan_input_rows"] > 0
+    assert comparison["transformed_nan_rows"] == 0
+    assert comparison["transformed_nonfinite_inputs"] == 0
+    stats = result["stats"]
+    assert stats["features"]["constant"]["constant"] is True
+    assert stats["features"]["sensor"]["pos_inf"] > 0
+    assert "tanhguard outputs:  0 of 4,000 rows give NaN" in capsys.readouterr().out
