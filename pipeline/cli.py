@@ -65,6 +65,7 @@ def _print_summary(stats: dict, output: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line; returns the exit status."""
+    _quiet_tensorflow()
     args, beam_args = _parser().parse_known_args(argv)
     if args.command != "analyze" and beam_args:
         _parser().error(f"unrecognized arguments: {' '.join(beam_args)}")
@@ -74,7 +75,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(config_json_schema(), indent=2))
         return EXIT_OK
 
-    _quiet_tensorflow()
     from tanhguard.pipeline.artifacts import OutputExistsError
     from tanhguard.pipeline.csv_reader import DataError
 

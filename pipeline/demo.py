@@ -35,7 +35,7 @@ def generate_demo_rows(rows: int, seed: int = DEMO_SEED) -> dict[str, np.ndarray
     """
     rng = np.random.default_rng(seed)
     fare = rng.lognormal(mean=2.5, sigma=1.0, size=rows)
-    fare[rng.random(rows) < 0.002] = 9.9e6  # data-entry errors
+    fare[rng.random(rows) < 0.0005] = 9.9e6  # data-entry errors
     sensor = rng.normal(20.0, 5.0, size=rows)
     bad = rng.random(rows)
     sensor[bad < 0.01] = np.inf
