@@ -25,6 +25,12 @@ from tanhguard.transforms.config import Config
 DEFAULT_BLOCK_SIZE = 16 << 20
 
 
+_CELL_RULE = (
+    " (cells must be numbers, `nan`, `inf`, `-inf` or empty; rows are numbered "
+    "from 1 after the header)"
+)
+
+
 class DataError(ValueError):
     """Input data that cannot be read; the message names the file and row."""
 
@@ -190,8 +196,7 @@ def read_csv_batches(
             row, column, cell, kind = located
             raise DataError(
                 f"{path}: row {row}: column `{column}`: {cell!r} is not a valid "
-                f"{kind} (cells must be numbers, `nan`, `inf`, `-inf` or empty; "
-                "rows are numbered from 1 after the header)"
+                f"{kind}{_CELL_RULE}"
             ) from None
         message = _explain_arrow_error(error, column_types)
         raise DataError(f"{path}: {message}") from None
@@ -237,10 +242,7 @@ def _explain_arrow_error(error: Exception, column_types: dict) -> str:
     message = str(error).strip()
     hint = ""
     if "conversion error" in message:
-        hint = (
-            " (cells must be numbers, `nan`, `inf`, `-inf` or empty; rows are "
-            "numbered from 1 after the header)"
-        )
+        hint = _CELL_RULE
     elif "No match for FieldRef" in message or "not found" in message:
         hint = f" (expected columns: {sorted(column_types)})"
     return message + hint

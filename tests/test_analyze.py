@@ -139,22 +139,21 @@ def test_constant_feature_is_flagged_and_scaled_to_zero(dataset):
     assert flat["clip"]["lower"] == flat["clip"]["upper"] == 2.25
 
 
+def _dense_as_sparse(values: np.ndarray) -> tf.SparseTensor:
+    """Every value present (tf.sparse.from_dense would drop zeros as missing)."""
+    values = values.reshape(len(values), -1)
+    if np.issubdtype(values.dtype, np.floating):
+        values = values.astype(np.float32)
+    rows, cols = np.meshgrid(
+        np.arange(values.shape[0]), np.arange(values.shape[1]), indexing="ij"
+    )
+    indices = np.stack([rows.ravel(), cols.ravel()], axis=1)
+    return tf.SparseTensor(indices, values.reshape(-1), values.shape)
+
+
 def _apply_graph(artifacts, raw: dict) -> dict:
     output = tft.TFTransformOutput(str(artifacts))
-    tensors = {}
-    for name, values in raw.items():
-        values = np.asarray(values)
-        dense = tf.constant(values.reshape(len(values), -1))
-        tensors[name] = tf.sparse.from_dense(dense)
-        if np.issubdtype(values.dtype, np.floating):
-            # from_dense drops zeros; keep every value present.
-            rows, cols = np.meshgrid(
-                np.arange(dense.shape[0]), np.arange(dense.shape[1]), indexing="ij"
-            )
-            indices = np.stack([rows.ravel(), cols.ravel()], axis=1)
-            tensors[name] = tf.SparseTensor(
-                indices, values.reshape(-1).astype(np.float32), dense.shape
-            )
+    tensors = {name: _dense_as_sparse(np.asarray(v)) for name, v in raw.items()}
     return {k: v.numpy() for k, v in output.transform_raw_features(tensors).items()}
 
 
@@ -231,11 +230,7 @@ def test_missing_value_is_imputed_in_the_graph(dataset):
     empty = tf.SparseTensor(
         np.zeros([0, 2], np.int64), np.zeros([0], np.float32), [2, 1]
     )
-    raw = _raw_batch(np.zeros(2))
-    tensors = {
-        name: tf.sparse.from_dense(tf.constant(v.reshape(2, -1) + 1))
-        for name, v in raw.items()
-    }
+    tensors = {name: _dense_as_sparse(v) for name, v in _raw_batch(np.zeros(2)).items()}
     tensors["heavy"] = empty
     result = output.transform_raw_features(tensors)["heavy"].numpy()
     expected = _expected(feature, np.array([np.nan, np.nan], np.float32))
