@@ -33,14 +33,14 @@ from tanhguard.pipeline.csv_reader import (
 )
 from tanhguard.pipeline.scale_fitter import scale_fitter
 from tanhguard.transforms.config import Config
+from tanhguard.transforms.fitting import NoFiniteValuesError, plan_slots
 from tanhguard.transforms.preprocessing import (
     build_preprocessing_fn,
-    total_elements,
     unpack_stats_vector,
 )
 
 STATS_FILE = "stats.json"
-STATS_FORMAT_VERSION = 1
+STATS_FORMAT_VERSION = 2
 _STATS_VECTOR_FILE = "stats_vector.npy"
 
 logger = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ class AnalyzeFeatures(beam.PTransform):
         self._stats_vector_path = stats_vector_path
 
     def expand(self, record_batches: beam.PCollection):
-        fitter = scale_fitter(self._stats_vector_path, total_elements(self._config))
+        fitter = scale_fitter(plan_slots(self._config), self._stats_vector_path)
         preprocessing_fn = build_preprocessing_fn(self._config, fitter)
         return (
             record_batches,
@@ -81,12 +81,12 @@ def _versions() -> dict[str, str]:
     }
 
 
-def _find_data_error(error: BaseException) -> DataError | None:
-    """Beam re-raises worker exceptions wrapped; finds a `DataError` inside."""
+def _find_data_error(error: BaseException) -> BaseException | None:
+    """Beam re-raises worker exceptions wrapped; finds a data problem inside."""
     seen = set()
     while error is not None and id(error) not in seen:
         seen.add(id(error))
-        if isinstance(error, DataError):
+        if isinstance(error, (DataError, NoFiniteValuesError)):
             return error
         error = error.__cause__ or error.__context__
     return None

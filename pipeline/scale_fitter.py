@@ -1,116 +1,161 @@
-"""The last analysis phase: fit `center`/`scale` and write the statistics.
+"""The last analysis phase on Beam: `mad` bounds, center/scale, statistics file.
 
 Implemented as a TFT `ptransform_analyzer`, so it runs inside
-`tft_beam.AnalyzeDataset` on any Beam runner. It merges per-batch moments of
-the clipped data with Chan's parallel update in float64, decides which
-elements are constant (the one place that rule lives), and writes the full
-statistics vector that stats.json is made from: the values the graph applies.
+`tft_beam.AnalyzeDataset` on any Beam runner. TFT analyzers that depend on
+this phase's outputs would need a third TFT phase, which stalls Beam's
+FnApiRunner; the passes this phase needs (the MAD sketch, then the moments of
+the clipped data) are plain Beam stages inside this one analyzer instead.
+The arithmetic is `tanhguard.transforms.fitting`.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import apache_beam as beam
 import numpy as np
+import pyarrow as pa
 import tensorflow as tf
 import tensorflow_transform as tft
+from tfx_bsl.sketches import QuantilesSketch
 
-# A scale this small relative to the center is float rounding, not spread: a
-# column of one repeated float32 value has a float64 std of about 1e-16 * |c|,
-# while two float32 values one ulp apart differ by about 6e-8 * |c|.
-RELATIVE_ZERO_SCALE = 1e-12
-ABSOLUTE_ZERO_SCALE = 1e-30
+from tanhguard.transforms.analyzers import quantile_epsilon
+from tanhguard.transforms.fitting import (
+    GRAPH_FIELDS,
+    ColumnMoments,
+    Slot,
+    column_moments,
+    final_bounds,
+    fit,
+    merge_moments,
+    phase0_field,
+    slot_bounds_per_column,
+)
 
-
-class Moments(NamedTuple):
-    """Count, mean and sum of squared deviations per column, plus parameters."""
-
-    parameters: np.ndarray
-    count: float
-    mean: np.ndarray
-    m2: np.ndarray
-
-
-def batch_moments(batch: list[np.ndarray]) -> Moments:
-    """Moments of one batch of `(clipped [rows, D], parameters [1, K0])`."""
-    clipped = np.asarray(batch[0], dtype=np.float64)
-    mean = clipped.mean(axis=0)
-    m2 = ((clipped - mean) ** 2).sum(axis=0)
-    return Moments(np.asarray(batch[1])[0], float(clipped.shape[0]), mean, m2)
+# The MAD sketch's rank error: the same as the reported quantiles'.
+_MAD_EPSILON = quantile_epsilon(1_000)
+_MAX_ELEMENTS = 2**32
 
 
-def merge_moments(parts) -> Moments | None:
-    """Chan et al.'s pairwise merge of `Moments`; parameters are kept as is."""
+class _MadCombineFn(beam.CombineFn):
+    """Batches -> MAD per slot (NaN for slots without a `mad` clip)."""
+
+    def __init__(self, slots: list[Slot]):
+        self._slots = slots
+        self._mad_slots = [i for i, slot in enumerate(slots) if slot.clip == "mad"]
+
+    def create_accumulator(self) -> list[QuantilesSketch]:
+        return [
+            QuantilesSketch(_MAD_EPSILON, _MAX_ELEMENTS, 1) for _ in self._mad_slots
+        ]
+
+    def add_input(self, sketches, batch):
+        x = np.asarray(batch[0], dtype=np.float64)
+        median = phase0_field(np.asarray(batch[1])[0], "q0.5", len(self._slots))
+        for sketch, index in zip(sketches, self._mad_slots, strict=True):
+            values = x[:, list(self._slots[index].columns)].ravel()
+            values = values[np.isfinite(values)]
+            if values.size:
+                sketch.AddValues(pa.array(np.abs(values - median[index])))
+        return sketches
+
+    def merge_accumulators(self, accumulators):
+        accumulators = iter(accumulators)
+        merged = next(accumulators)
+        for sketches in accumulators:
+            for into, other in zip(merged, sketches, strict=True):
+                into.Merge(other)
+        return merged
+
+    def extract_output(self, sketches) -> np.ndarray:
+        mads = np.full(len(self._slots), np.nan)
+        for sketch, index in zip(sketches, self._mad_slots, strict=True):
+            quantiles = sketch.GetQuantiles(2).to_pylist()
+            if quantiles:
+                mads[index] = quantiles[0][1]  # [min, median, max]
+        return mads
+
+
+def _merge_all(parts) -> ColumnMoments | None:
     merged = None
     for part in parts:
-        if part is None or part.count == 0:
-            continue
-        if merged is None:
-            merged = part
-            continue
-        count = merged.count + part.count
-        delta = part.mean - merged.mean
-        mean = merged.mean + delta * (part.count / count)
-        m2 = merged.m2 + part.m2 + delta**2 * (merged.count * part.count / count)
-        merged = Moments(merged.parameters, count, mean, m2)
+        merged = part if merged is None else merge_moments(merged, part)
     return merged
 
 
-def centers_and_scales(moments: Moments) -> np.ndarray:
-    """`[centers..., scales...]` (zscore), scale 0 for a constant element."""
-    std = np.sqrt(np.maximum(moments.m2 / moments.count, 0.0))
-    tiny = np.maximum(RELATIVE_ZERO_SCALE * np.abs(moments.mean), ABSOLUTE_ZERO_SCALE)
-    scale = np.where(std <= tiny, 0.0, std)
-    # The graph applies float32 values; fit, write and apply those.
-    center32 = moments.mean.astype(np.float32).astype(np.float64)
-    scale32 = scale.astype(np.float32).astype(np.float64)
-    return np.concatenate([center32, scale32])
-
-
 class FitScaleAndWriteStats(beam.PTransform):
-    """PCollection of batches -> one `[2 * D]` vector; writes the statistics."""
+    """Batches of `(x [rows, D], parameters [1, K0])` -> the `[4 * S]` vector
+    of centers, scales, lowers and uppers; writes the statistics vector."""
 
-    def __init__(self, stats_path: str | None):
+    def __init__(self, slots: list[Slot], stats_path: str | None):
         super().__init__()
+        self._slots = slots
         self._stats_path = stats_path
 
     def expand(self, batches: beam.PCollection) -> list[beam.PCollection]:
-        stats_path = self._stats_path
+        slots, stats_path = self._slots, self._stats_path
+        columns = sum(len(slot.columns) for slot in slots)
+        parameters = (
+            batches
+            | "Parameters" >> beam.Map(lambda batch: np.asarray(batch[1])[0])
+            | "OneCopy" >> beam.combiners.Sample.FixedSizeGlobally(1)
+            | "Unwrap" >> beam.FlatMap(lambda sample: sample)
+        )
+        if any(slot.clip == "mad" for slot in slots):
+            mads = (
+                batches
+                | "MadSketch"
+                >> beam.CombineGlobally(_MadCombineFn(slots)).without_defaults()
+            )
+        else:
+            mads = parameters | "NoMad" >> beam.Map(
+                lambda _: np.full(len(slots), np.nan)
+            )
 
-        def finish(moments: Moments) -> np.ndarray:
-            fitted = centers_and_scales(moments)
+        def batch_moments(batch, mads: np.ndarray) -> ColumnMoments:
+            lower, upper = final_bounds(slots, np.asarray(batch[1])[0], mads)
+            lower_col, upper_col, log_col = slot_bounds_per_column(
+                slots, lower, upper, columns
+            )
+            return column_moments(batch[0], lower_col, upper_col, log_col)
+
+        def finish(moments, parameters, mads):
+            fitted = fit(slots, parameters, mads, moments)
             if stats_path is not None:
                 with tf.io.gfile.GFile(stats_path, "wb") as handle:
-                    np.save(handle, np.concatenate([moments.parameters, fitted]))
-            return fitted
+                    np.save(handle, np.concatenate([parameters, fitted]))
+            return fitted[: len(GRAPH_FIELDS) * len(slots)]
 
         fitted = (
             batches
-            | "BatchMoments" >> beam.Map(batch_moments)
-            | "MergeMoments" >> beam.CombineGlobally(merge_moments).without_defaults()
-            | "Finish" >> beam.Map(finish)
+            | "BatchMoments"
+            >> beam.Map(batch_moments, mads=beam.pvalue.AsSingleton(mads))
+            | "MergeMoments" >> beam.CombineGlobally(_merge_all).without_defaults()
+            | "Finish"
+            >> beam.Map(
+                finish,
+                parameters=beam.pvalue.AsSingleton(parameters),
+                mads=beam.pvalue.AsSingleton(mads),
+            )
         )
         return [fitted]
 
 
-def scale_fitter(stats_path: str | None, elements: int):
+def scale_fitter(slots: list[Slot], stats_path: str | None):
     """A `ScaleFitter` for `build_preprocessing_fn`.
 
     Args:
+      slots: The config's slots (`tanhguard.transforms.fitting.plan_slots`).
       stats_path: Where to write the statistics vector (any `tf.io.gfile`
         path), or None to write nothing.
-      elements: D, the total element count of the config's features.
     """
 
-    def fit(clipped: tf.Tensor, parameters: tf.Tensor) -> tf.Tensor:
+    def fit_scale(x: tf.Tensor, parameters: tf.Tensor) -> tf.Tensor:
         (fitted,) = tft.experimental.ptransform_analyzer(
-            [clipped, tf.reshape(parameters, [1, -1])],
-            FitScaleAndWriteStats(stats_path),
+            [x, tf.reshape(parameters, [1, -1])],
+            FitScaleAndWriteStats(slots, stats_path),
             output_dtypes=[tf.float64],
-            output_shapes=[[2 * elements]],
+            output_shapes=[[len(GRAPH_FIELDS) * len(slots)]],
             name="tanhguard_fit_scale",
         )
         return fitted
 
-    return fit
+    return fit_scale

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_transform as tft
+from graph_oracle import apply_graph, dense_as_sparse, element, expected_output
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -120,14 +121,14 @@ def test_quantiles_are_within_the_sketch_rank_error(dataset):
         assert rank_low - tolerance <= target <= rank_high + tolerance, probability
 
 
-def test_zscore_parameters_are_moments_of_clipped_imputed_data(dataset):
+def test_zscore_parameters_are_moments_of_clipped_finite_data(dataset):
     feature = dataset["stats"]["features"]["heavy"]
     heavy = dataset["heavy_read"]
     lower, upper = feature["clip"]["lower"], feature["clip"]["upper"]
     assert lower == feature["quantiles"]["0.001"]
     assert upper == feature["quantiles"]["0.999"]
-    imputed = np.where(np.isnan(heavy), np.float32(feature["impute_value"]), heavy)
-    clipped = np.clip(imputed, np.float32(lower), np.float32(upper)).astype(np.float64)
+    finite = heavy[np.isfinite(heavy)]
+    clipped = np.clip(finite, np.float32(lower), np.float32(upper)).astype(np.float64)
     np.testing.assert_allclose(feature["scale"]["center"], clipped.mean(), rtol=1e-6)
     np.testing.assert_allclose(feature["scale"]["scale"], clipped.std(), rtol=1e-6)
 
@@ -137,40 +138,6 @@ def test_constant_feature_is_flagged_and_scaled_to_zero(dataset):
     assert flat["constant"] is True
     assert flat["scale"]["scale"] == 0.0
     assert flat["clip"]["lower"] == flat["clip"]["upper"] == 2.25
-
-
-def _dense_as_sparse(values: np.ndarray) -> tf.SparseTensor:
-    """Every value present (tf.sparse.from_dense would drop zeros as missing)."""
-    values = values.reshape(len(values), -1)
-    if np.issubdtype(values.dtype, np.floating):
-        values = values.astype(np.float32)
-    rows, cols = np.meshgrid(
-        np.arange(values.shape[0]), np.arange(values.shape[1]), indexing="ij"
-    )
-    indices = np.stack([rows.ravel(), cols.ravel()], axis=1)
-    return tf.SparseTensor(indices, values.reshape(-1), values.shape)
-
-
-def _apply_graph(artifacts, raw: dict) -> dict:
-    output = tft.TFTransformOutput(str(artifacts))
-    tensors = {name: _dense_as_sparse(np.asarray(v)) for name, v in raw.items()}
-    return {k: v.numpy() for k, v in output.transform_raw_features(tensors).items()}
-
-
-def _expected(feature: dict, x: np.ndarray) -> np.ndarray:
-    """The documented formula, in float32, with stats.json's numbers."""
-    f32 = np.float32
-    imputed = np.where(np.isnan(x), f32(feature["impute_value"]), x)
-    clipped = np.clip(
-        imputed, f32(feature["clip"]["lower"]), f32(feature["clip"]["upper"])
-    )
-    scale = f32(feature["scale"]["scale"])
-    if scale == 0:
-        return np.zeros_like(clipped)
-    with np.errstate(over="ignore"):
-        z = (clipped - f32(feature["scale"]["center"])) / scale
-    bound = feature["output_bound"]
-    return np.clip(z, -bound, bound)
 
 
 def _raw_batch(values: np.ndarray) -> dict:
@@ -189,22 +156,22 @@ def test_graph_applies_the_numbers_in_stats_json(dataset):
         [np.nan, np.inf, -np.inf, 0.0, 1.5, -7.0, 1e6, -3.4e38, 3.4e38, 2.25],
         dtype=np.float32,
     )
-    outputs = _apply_graph(dataset["artifacts"], _raw_batch(probe))
+    outputs = apply_graph(dataset["artifacts"], _raw_batch(probe))
     features = stats["features"]
     np.testing.assert_allclose(
-        outputs["heavy"], _expected(features["heavy"], probe), rtol=1e-6, atol=1e-6
+        outputs["heavy"],
+        expected_output(element(features["heavy"], None), probe),
+        rtol=1e-6,
+        atol=1e-6,
     )
     np.testing.assert_array_equal(outputs["flat"], np.zeros_like(probe))
     vec = np.stack([probe, -probe], axis=1)
     for i in range(2):
-        element = {
-            "impute_value": features["vec"]["impute_value"][i],
-            "clip": {k: features["vec"]["clip"][k][i] for k in ("lower", "upper")},
-            "scale": {k: features["vec"]["scale"][k][i] for k in ("center", "scale")},
-            "output_bound": features["vec"]["output_bound"],
-        }
         np.testing.assert_allclose(
-            outputs["vec"][:, i], _expected(element, vec[:, i]), rtol=1e-6, atol=1e-6
+            outputs["vec"][:, i],
+            expected_output(element(features["vec"], i), vec[:, i]),
+            rtol=1e-6,
+            atol=1e-6,
         )
 
 
@@ -217,7 +184,7 @@ float32_values = st.one_of(
 @settings(max_examples=60, deadline=None)
 @given(st.lists(float32_values, min_size=1, max_size=64))
 def test_every_output_is_finite_and_bounded(dataset, values):
-    outputs = _apply_graph(dataset["artifacts"], _raw_batch(np.array(values)))
+    outputs = apply_graph(dataset["artifacts"], _raw_batch(np.array(values)))
     for name, output in outputs.items():
         bound = dataset["stats"]["features"][name]["output_bound"]
         assert np.all(np.isfinite(output)), name
@@ -230,10 +197,12 @@ def test_missing_value_is_imputed_in_the_graph(dataset):
     empty = tf.SparseTensor(
         np.zeros([0, 2], np.int64), np.zeros([0], np.float32), [2, 1]
     )
-    tensors = {name: _dense_as_sparse(v) for name, v in _raw_batch(np.zeros(2)).items()}
+    tensors = {name: dense_as_sparse(v) for name, v in _raw_batch(np.zeros(2)).items()}
     tensors["heavy"] = empty
     result = output.transform_raw_features(tensors)["heavy"].numpy()
-    expected = _expected(feature, np.array([np.nan, np.nan], np.float32))
+    expected = expected_output(
+        element(feature, None), np.array([np.nan, np.nan], np.float32)
+    )
     np.testing.assert_allclose(result, expected, rtol=1e-6)
 
 

@@ -10,7 +10,6 @@ from tanhguard.transforms.config import (
 )
 from tanhguard.transforms.preprocessing import (
     build_preprocessing_fn,
-    stats_vector_length,
     unpack_stats_vector,
 )
 
@@ -22,6 +21,5 @@ __all__ = [
     "config_json_schema",
     "load_config",
     "parse_config",
-    "stats_vector_length",
     "unpack_stats_vector",
 ]

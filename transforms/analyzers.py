@@ -1,7 +1,9 @@
 """Full-pass statistics of one feature, computed with TFT analyzers.
 
-All statistics are per element of a `[batch, d]` feature (shape `[d]`) and are
-taken over finite values only; missing, NaN, +Inf and -Inf values are counted.
+All statistics are per column of a `[batch, s]` tensor (one column per set of
+statistics: per element of an elementwise vector, or one column holding every
+element of a shared one) and are taken over finite values only; missing, NaN,
++Inf and -Inf values are counted.
 """
 
 from __future__ import annotations
@@ -39,12 +41,12 @@ def quantile_epsilon(grid: int) -> float:
 
 
 class FeatureStatistics:
-    """Analyzer outputs for one feature; every tensor has shape `[d]`.
+    """Analyzer outputs for one feature; every tensor has shape `[s]`.
 
     Attributes:
       count: finite values. missing / nan / pos_inf / neg_inf: the others.
       mean, std, min, max: over finite values (float32 min/max; float64 moments).
-      boundaries: `[d, grid - 1]` quantile boundaries; column `k - 1` is the
+      boundaries: `[s, grid - 1]` quantile boundaries; column `k - 1` is the
         quantile at probability `k / grid`.
     """
 
@@ -84,18 +86,26 @@ class FeatureStatistics:
             self.max = tft.max(
                 tf.where(finite, x, -math.inf), reduce_instance_dims=False, name="max"
             )
-            # The quantile sketch ignores NaN: non-finite values become NaN.
+            # One sketch per column: with `reduce_instance_dims=False` TFT fails
+            # on a column without a finite value (tensorflow/transform#256);
+            # a 1-D sketch of only NaN returns zeros, which `count` flags.
             self.grid = grid
-            self.boundaries = tft.quantiles(
-                tf.where(finite, x, math.nan),
-                num_buckets=grid,
-                epsilon=quantile_epsilon(grid),
-                reduce_instance_dims=False,
-                name="quantiles",
+            sketch_input = tf.where(finite, x, math.nan)
+            self.boundaries = tf.stack(
+                [
+                    tft.quantiles(
+                        sketch_input[:, column],
+                        num_buckets=grid,
+                        epsilon=quantile_epsilon(grid),
+                        name=f"quantiles_{column}",
+                    )[0]
+                    for column in range(x.shape[1])
+                ],
+                axis=0,
             )
 
     def quantile(self, probability: float) -> tf.Tensor:
-        """The `[d]` quantile at `probability` (0 is the min, 1 the max)."""
+        """The `[s]` quantile at `probability` (0 is the min, 1 the max)."""
         if probability <= 0.0:
             return self.min
         if probability >= 1.0:

@@ -41,13 +41,76 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _check_probability_pair(spec: Any) -> None:
+    """`lower` < `upper`, both probabilities on the 1e-4 quantile grid."""
+    for name in ("lower", "upper"):
+        value = getattr(spec, name)
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(
+                f"`{name}` must be a probability in [0, 1]. Received: {value}"
+            )
+        if abs(value * 10_000 - round(value * 10_000)) > 1e-6:
+            raise ValueError(
+                f"`{name}` must be a multiple of 0.0001 (the quantile grid). "
+                f"Received: {value}"
+            )
+    if spec.lower >= spec.upper:
+        raise ValueError(
+            "`upper` must be greater than `lower`. "
+            f"Received: lower={spec.lower}, upper={spec.upper}"
+        )
+
+
+def _check_finite(name: str, value: float) -> None:
+    if not math.isfinite(value):
+        raise ValueError(f"`{name}` must be finite. Received: {value}")
+
+
+def _check_positive_k(value: float) -> float:
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"must be a finite number > 0. Received: {value}")
+    return value
+
+
+# --- impute -----------------------------------------------------------------
+
+
 class MedianImpute(_Strict):
     """Missing and NaN values become the median of the finite training values."""
 
     strategy: Literal["median"] = "median"
 
 
-ImputeSpec = Annotated[Union[MedianImpute], Field(discriminator="strategy")]
+class MeanImpute(_Strict):
+    """Missing and NaN values become the mean of the finite training values."""
+
+    strategy: Literal["mean"] = "mean"
+
+
+class ZeroImpute(_Strict):
+    """Missing and NaN values become 0."""
+
+    strategy: Literal["zero"] = "zero"
+
+
+class ConstantImpute(_Strict):
+    """Missing and NaN values become the given finite `value`."""
+
+    strategy: Literal["constant"] = "constant"
+    value: float
+
+    @model_validator(mode="after")
+    def _check_value(self) -> ConstantImpute:
+        _check_finite("value", self.value)
+        return self
+
+
+ImputeSpec = Annotated[
+    Union[MedianImpute, MeanImpute, ZeroImpute, ConstantImpute],
+    Field(discriminator="strategy"),
+]
+
+# --- clip -------------------------------------------------------------------
 
 
 class QuantileClip(_Strict):
@@ -59,22 +122,7 @@ class QuantileClip(_Strict):
 
     @model_validator(mode="after")
     def _check_probabilities(self) -> QuantileClip:
-        for name in ("lower", "upper"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(
-                    f"`{name}` must be a probability in [0, 1]. Received: {value}"
-                )
-            if abs(value * 10_000 - round(value * 10_000)) > 1e-6:
-                raise ValueError(
-                    f"`{name}` must be a multiple of 0.0001 (the quantile grid). "
-                    f"Received: {value}"
-                )
-        if self.lower >= self.upper:
-            raise ValueError(
-                "`upper` must be greater than `lower`. "
-                f"Received: lower={self.lower}, upper={self.upper}"
-            )
+        _check_probability_pair(self)
         return self
 
 
@@ -87,11 +135,8 @@ class FixedClip(_Strict):
 
     @model_validator(mode="after")
     def _check_bounds(self) -> FixedClip:
-        for name in ("lower", "upper"):
-            if not math.isfinite(getattr(self, name)):
-                raise ValueError(
-                    f"`{name}` must be finite. Received: {getattr(self, name)}"
-                )
+        _check_finite("lower", self.lower)
+        _check_finite("upper", self.upper)
         if self.lower >= self.upper:
             raise ValueError(
                 "`upper` must be greater than `lower`. "
@@ -100,7 +145,56 @@ class FixedClip(_Strict):
         return self
 
 
-ClipSpec = Annotated[Union[QuantileClip, FixedClip], Field(discriminator="strategy")]
+class SigmaClip(_Strict):
+    """Clip to `mean +- k * std` (feature-engine's `gaussian` capping)."""
+
+    strategy: Literal["sigma"] = "sigma"
+    k: float = 3.0
+
+    _k = field_validator("k")(_check_positive_k)
+
+
+class IqrClip(_Strict):
+    """Clip to Tukey's fences `Q1 - k * IQR`, `Q3 + k * IQR`."""
+
+    strategy: Literal["iqr"] = "iqr"
+    k: float = 1.5
+
+    _k = field_validator("k")(_check_positive_k)
+
+
+class MadClip(_Strict):
+    """Clip to `median +- k * 1.4826 * MAD`, MAD = median(|x - median|).
+
+    1.4826 makes `1.4826 * MAD` estimate the std of normal data; the default
+    k = 3.5 is Iglewicz and Hoaglin's outlier threshold.
+    """
+
+    strategy: Literal["mad"] = "mad"
+    k: float = 3.5
+
+    _k = field_validator("k")(_check_positive_k)
+
+
+class MinMaxClip(_Strict):
+    """Clip to the training min and max: serving values stay in the seen range."""
+
+    strategy: Literal["minmax"] = "minmax"
+
+
+class NoClip(_Strict):
+    """No clip before scaling (only +-Inf meet the float32 range); the output
+    bound still holds."""
+
+    strategy: Literal["none"] = "none"
+
+
+ClipSpec = Annotated[
+    Union[QuantileClip, FixedClip, SigmaClip, IqrClip, MadClip, MinMaxClip, NoClip],
+    Field(discriminator="strategy"),
+]
+
+# --- scale ------------------------------------------------------------------
 
 
 class ZScoreScale(_Strict):
@@ -109,7 +203,47 @@ class ZScoreScale(_Strict):
     strategy: Literal["zscore"] = "zscore"
 
 
-ScaleSpec = Annotated[Union[ZScoreScale], Field(discriminator="strategy")]
+class RobustScale(_Strict):
+    """Center on the median and divide by the `lower`..`upper` quantile range of
+    the clipped data (scikit-learn's `RobustScaler(quantile_range=(25, 75))` for
+    the defaults)."""
+
+    strategy: Literal["robust"] = "robust"
+    lower: float = 0.25
+    upper: float = 0.75
+
+    @model_validator(mode="after")
+    def _check_probabilities(self) -> RobustScale:
+        _check_probability_pair(self)
+        return self
+
+
+class MinMaxScale(_Strict):
+    """Map `[lower, upper]` (the clip bounds) onto `[-1, 1]`, tanh's range."""
+
+    strategy: Literal["minmax"] = "minmax"
+
+
+class LogZScoreScale(_Strict):
+    """`g(x) = sign(x) * log1p(|x|)`, then the zscore of `g` over the clipped
+    data: for positive heavy-tailed features (fares, counts, durations)."""
+
+    strategy: Literal["log_zscore"] = "log_zscore"
+
+
+class NoScale(_Strict):
+    """Center 0, scale 1: only the clip and the output bound apply."""
+
+    strategy: Literal["none"] = "none"
+
+
+ScaleSpec = Annotated[
+    Union[ZScoreScale, RobustScale, MinMaxScale, LogZScoreScale, NoScale],
+    Field(discriminator="strategy"),
+]
+
+InfPolicy = Literal["clip", "missing"]
+Indicator = Literal["missing", "clipped"]
 
 _STRATEGY_FIELDS = ("impute", "clip", "scale")
 
@@ -136,6 +270,9 @@ class Defaults(_Strict):
     impute: ImputeSpec = MedianImpute()
     clip: ClipSpec = QuantileClip()
     scale: ScaleSpec = ZScoreScale()
+    inf: InfPolicy = "clip"
+    indicators: tuple[Indicator, ...] = ()
+    elementwise: bool = True
     output_bound: float = 5.0
 
     _expand = model_validator(mode="before")(_expand_strategy_shorthand)
@@ -151,9 +288,19 @@ class FeatureConfig(_Strict):
     impute: ImputeSpec
     clip: ClipSpec
     scale: ScaleSpec
+    inf: InfPolicy
+    indicators: tuple[Indicator, ...]
+    elementwise: bool
     output_bound: float
 
     _bound = field_validator("output_bound")(_check_output_bound)
+
+    @field_validator("indicators", mode="after")
+    @classmethod
+    def _check_indicators(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"lists an indicator twice. Received: {list(value)}")
+        return value
 
     @field_validator("shape", mode="before")
     @classmethod
@@ -181,6 +328,11 @@ class FeatureConfig(_Strict):
     def is_vector(self) -> bool:
         return bool(self.shape)
 
+    @property
+    def slots(self) -> int:
+        """Sets of statistics: d for an elementwise vector, else 1."""
+        return self.size if self.elementwise else 1
+
 
 class Config(_Strict):
     """A validated tanhguard config."""
@@ -203,6 +355,11 @@ class Config(_Strict):
             return [name]
         return [f"{name}_{i}" for i in range(feature.size)]
 
+    def output_names(self, name: str) -> list[str]:
+        """The graph outputs of feature `name`: its value, then its indicators
+        (`name__missing`, `name__clipped`) in the configured order."""
+        return [name, *(f"{name}__{kind}" for kind in self.features[name].indicators)]
+
 
 def _merge_feature(name: str, raw: Any, defaults: Defaults) -> dict[str, Any]:
     if raw is None:
@@ -217,6 +374,9 @@ def _merge_feature(name: str, raw: Any, defaults: Defaults) -> dict[str, Any]:
         "impute": defaults.impute.model_dump(),
         "clip": defaults.clip.model_dump(),
         "scale": defaults.scale.model_dump(),
+        "inf": defaults.inf,
+        "indicators": defaults.indicators,
+        "elementwise": defaults.elementwise,
         "output_bound": defaults.output_bound,
     }
     merged.update(raw)
@@ -306,6 +466,15 @@ def _check_column_collisions(config: Config) -> None:
                     f"of feature `{owners[column]}`. Rename one of them."
                 )
             owners[column] = name
+    outputs = {name: name for name in config.features}
+    for name in config.features:
+        for output in config.output_names(name)[1:]:
+            if output in outputs:
+                raise ConfigError(
+                    f"feature `{name}`: its indicator output `{output}` has the name "
+                    f"of feature `{outputs[output]}`. Rename the feature."
+                )
+            outputs[output] = name
 
 
 def load_config(path: str | Path) -> Config:

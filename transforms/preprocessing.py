@@ -2,12 +2,14 @@
 
 For each configured feature `x`, the graph computes
 
-    out = clip((clip(impute(x), lower, upper) - center) / scale, -B, B)
+    out = clip((g(clip(impute(x), lower, upper)) - center) / scale, -B, B)
 
-where NaN and missing values become the impute value, +Inf becomes `upper` and
--Inf becomes `lower`; `lower`/`upper` come from the clip strategy and
-`center`/`scale` from the scaler fitted on the clipped data. A constant feature
-gives 0. Every output is finite and inside `[-B, B]` for every input value.
+where NaN and missing values (and +-Inf under `inf: missing`) become the impute
+value, +Inf becomes `upper` and -Inf becomes `lower`; `lower`/`upper` come from
+the clip strategy, `g` is the identity or `sign(v) * log1p(|v|)` for
+`log_zscore`, and `center`/`scale` are fitted on the clipped finite training
+values. A constant feature gives 0. Every output is finite and inside `[-B, B]`
+for every input value.
 """
 
 from __future__ import annotations
@@ -19,34 +21,40 @@ import numpy as np
 import tensorflow as tf
 
 from tanhguard.transforms.analyzers import FeatureStatistics, quantile_grid
-from tanhguard.transforms.bounds import clip_bounds
+from tanhguard.transforms.bounds import clip_bounds, impute_value
 from tanhguard.transforms.config import (
     REPORTED_QUANTILES,
     Config,
     FeatureConfig,
     QuantileClip,
+    RobustScale,
 )
-from tanhguard.transforms.nonfinite import densify, impute_and_clip
-from tanhguard.transforms.scalers import scale_and_bound
+from tanhguard.transforms.fitting import (
+    COUNT_FIELDS,
+    FIT_FIELDS,
+    FLAG_CONSTANT,
+    FLAG_MESSAGES,
+    GRAPH_FIELDS,
+    PHASE0_FIELDS,
+    QUANTILE_FIELDS,
+    phase0_length,
+    plan_slots,
+    stats_vector_length,
+)
+from tanhguard.transforms.mappers import apply_inf_policy, guard
+from tanhguard.transforms.nonfinite import densify
 
 ScaleFitter = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
-"""Fits `center` and `scale` on the clipped data, in the last analysis phase.
+"""Runs the last analysis phase (`tanhguard.transforms.fitting`).
 
-Called once per trace with `(clipped, parameters)`: `clipped` is float64
-`[batch, D]`, every feature's clipped, imputed elements side by side (D is the
-total element count); `parameters` is the float64 vector of everything the
-first phase derived (see `PHASE0_FIELDS`). Returns float64 `[2 * D]`: the D
-centers, then the D scales, a scale of 0 marking a constant element. The batch
-job's fitter (`tanhguard.pipeline.scale_fitter`) also writes the statistics.
+Called once per trace with `(x, parameters)`: `x` is float64 `[batch, D]`,
+every feature's elements side by side after the inf policy (NaN for missing
+values; D is the total element count); `parameters` is the float64 vector of
+the first phase (`PHASE0_FIELDS`, field-major over the S slots). Returns
+float64 `[4 * S]`: centers, scales, lowers and uppers (`GRAPH_FIELDS`). The
+batch job's fitter (`tanhguard.pipeline.scale_fitter`) also writes the
+statistics.
 """
-
-# Per-feature statistics of the first phase, in the order they are packed into
-# the parameters vector; each takes `d` entries (one per element).
-COUNT_FIELDS = ("count", "missing", "nan", "pos_inf", "neg_inf")
-MOMENT_FIELDS = ("mean", "std", "min", "max")
-QUANTILE_FIELDS = tuple(f"q{p}" for p in REPORTED_QUANTILES)
-BOUND_FIELDS = ("lower", "upper", "impute_value")
-PHASE0_FIELDS = COUNT_FIELDS + MOMENT_FIELDS + QUANTILE_FIELDS + BOUND_FIELDS
 
 
 def total_elements(config: Config) -> int:
@@ -54,55 +62,74 @@ def total_elements(config: Config) -> int:
     return sum(feature.size for feature in config.features.values())
 
 
-def phase0_length(config: Config) -> int:
-    """Length of the parameters vector: 1 (row count) + fields x D."""
-    return 1 + len(PHASE0_FIELDS) * total_elements(config)
-
-
-def stats_vector_length(config: Config) -> int:
-    """Length of the full statistics vector: parameters, centers, scales."""
-    return phase0_length(config) + 2 * total_elements(config)
+def total_slots(config: Config) -> int:
+    """S: the number of sets of statistics, summed over features."""
+    return sum(feature.slots for feature in config.features.values())
 
 
 def _required_probabilities(feature: FeatureConfig) -> list[float]:
     probabilities = list(REPORTED_QUANTILES)
     if isinstance(feature.clip, QuantileClip):
         probabilities += [feature.clip.lower, feature.clip.upper]
+    if isinstance(feature.scale, RobustScale):
+        probabilities += [feature.scale.lower, feature.scale.upper]
     return probabilities
 
 
-def _clip_feature(
+def _phase0_fields(
     name: str, raw: Any, feature: FeatureConfig
 ) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
-    """`clip(impute(x), lower, upper)` for one feature, and its statistics."""
+    """`(x, fields)`: x after the inf policy, and the phase-0 fields `[slots]`."""
     with tf.name_scope(name):
         x, missing = densify(raw, feature.size)
+        pooled_x, pooled_missing = x, missing
+        if not feature.elementwise:
+            pooled_x = tf.reshape(x, [-1, 1])
+            pooled_missing = tf.reshape(missing, [-1, 1])
         stats = FeatureStatistics(
-            x, missing, quantile_grid(_required_probabilities(feature)), "stats"
+            pooled_x,
+            pooled_missing,
+            quantile_grid(_required_probabilities(feature)),
+            "stats",
         )
-        # `impute` has one strategy so far: the median of the finite values.
-        impute_value = stats.quantile(0.5)
-        lower, upper = clip_bounds(feature.clip, stats, feature.size)
-        clipped = impute_and_clip(x, impute_value, lower, upper)
-    fields = {
-        "count": stats.count,
-        "missing": stats.missing,
-        "nan": stats.nan,
-        "pos_inf": stats.pos_inf,
-        "neg_inf": stats.neg_inf,
-        "mean": stats.mean,
-        "std": stats.std,
-        "min": stats.min,
-        "max": stats.max,
-        **{
-            field: stats.quantile(p)
-            for field, p in zip(QUANTILE_FIELDS, REPORTED_QUANTILES, strict=True)
-        },
-        "lower": lower,
-        "upper": upper,
-        "impute_value": impute_value,
-    }
-    return clipped, fields
+        slots = feature.slots
+        lower, upper = clip_bounds(feature.clip, stats, slots)
+        if isinstance(feature.scale, RobustScale):
+            robust = [
+                stats.quantile(feature.scale.lower),
+                stats.quantile(feature.scale.upper),
+            ]
+        else:
+            robust = [tf.zeros([slots]), tf.zeros([slots])]
+        fields = {
+            "count": stats.count,
+            "missing": stats.missing,
+            "nan": stats.nan,
+            "pos_inf": stats.pos_inf,
+            "neg_inf": stats.neg_inf,
+            "mean": stats.mean,
+            "std": stats.std,
+            "min": stats.min,
+            "max": stats.max,
+            **{
+                field: stats.quantile(p)
+                for field, p in zip(QUANTILE_FIELDS, REPORTED_QUANTILES, strict=True)
+            },
+            "lower": lower,
+            "upper": upper,
+            "impute_value": impute_value(feature.impute, stats, slots),
+            "robust_lower": robust[0],
+            "robust_upper": robust[1],
+        }
+        return apply_inf_policy(x, feature.inf), fields
+
+
+def _per_element(values: tf.Tensor, feature: FeatureConfig) -> tf.Tensor:
+    """A float32 `[slots]` parameter spread over the feature's `[size]` elements."""
+    values = tf.cast(values, tf.float32)
+    if feature.slots == feature.size:
+        return values
+    return tf.tile(values, [feature.size])
 
 
 def build_preprocessing_fn(
@@ -112,13 +139,13 @@ def build_preprocessing_fn(
 
     Args:
       config: The validated config.
-      fit_scale: The `ScaleFitter` that fits `center`/`scale` (zscore: the mean
-        and std of the clipped, imputed data over every training row).
+      fit_scale: The `ScaleFitter` that runs the last analysis phase.
 
     Returns:
       A function from raw features (one `SparseTensor` or dense tensor per
-      configured feature) to float32 outputs of the same names: `[batch]` for
-      scalar features, `[batch, d]` for vector features.
+      configured feature) to float32 outputs: for each feature, `name` and its
+      indicators (`name__missing`, `name__clipped`, if configured), `[batch]`
+      for scalar features and `[batch, d]` for vector features.
     """
 
     def preprocessing_fn(inputs: Mapping[str, Any]) -> dict[str, tf.Tensor]:
@@ -128,29 +155,46 @@ def build_preprocessing_fn(
                 f"features {absent} are configured but not in the inputs. "
                 f"Received: {sorted(inputs)}"
             )
-        clipped, packed, rows = {}, [], None
+        xs, fields = {}, {}
         for name, feature in config.features.items():
-            clipped[name], fields = _clip_feature(name, inputs[name], feature)
-            if rows is None:
-                # Every row is counted once in exactly one of the count fields.
-                rows = tf.add_n([fields[key][:1] for key in COUNT_FIELDS])
-            packed += [tf.cast(fields[key], tf.float64) for key in PHASE0_FIELDS]
-        parameters = tf.concat([rows, *packed], axis=0)
+            xs[name], fields[name] = _phase0_fields(name, inputs[name], feature)
+        first = next(iter(config.features))
+        # Every value is counted once in exactly one of the count fields.
+        values_per_row = config.features[first].size // config.features[first].slots
+        rows = tf.add_n([fields[first][key][:1] for key in COUNT_FIELDS])
+        packed = [tf.cast(rows, tf.float64) / values_per_row]
+        for key in PHASE0_FIELDS:
+            packed += [tf.cast(fields[name][key], tf.float64) for name in xs]
+        parameters = tf.concat(packed, axis=0)
         side_by_side = tf.concat(
-            [tf.cast(clipped[name], tf.float64) for name in config.features], axis=1
+            [tf.cast(xs[name], tf.float64) for name in config.features], axis=1
         )
-        centers_and_scales = fit_scale(side_by_side, parameters)
-        elements = total_elements(config)
-        centers = centers_and_scales[:elements]
-        scales = centers_and_scales[elements:]
+        fitted = fit_scale(side_by_side, parameters)
+        slots = total_slots(config)
+        applied = {
+            key: fitted[i * slots : (i + 1) * slots]
+            for i, key in enumerate(GRAPH_FIELDS)
+        }
         outputs, offset = {}, 0
         for name, feature in config.features.items():
-            span = slice(offset, offset + feature.size)
-            offset += feature.size
-            output = scale_and_bound(
-                clipped[name], centers[span], scales[span], feature.output_bound
+            span = slice(offset, offset + feature.slots)
+            offset += feature.slots
+            out, missing, clipped = guard(
+                xs[name],
+                impute_value=_per_element(fields[name]["impute_value"], feature),
+                lower=_per_element(applied["lower"][span], feature),
+                upper=_per_element(applied["upper"][span], feature),
+                center=_per_element(applied["center"][span], feature),
+                scale=_per_element(applied["scale"][span], feature),
+                bound=feature.output_bound,
+                log=feature.scale.strategy == "log_zscore",
             )
-            outputs[name] = output if feature.is_vector else tf.reshape(output, [-1])
+            named = {"": out, "__missing": missing, "__clipped": clipped}
+            for output in config.output_names(name):
+                value = named[output[len(name) :]]
+                outputs[output] = (
+                    value if feature.is_vector else tf.reshape(value, [-1])
+                )
         return outputs
 
     return preprocessing_fn
@@ -162,69 +206,116 @@ def _to_json_number(value: float) -> float | None:
 
 
 def unpack_stats_vector(config: Config, vector: np.ndarray) -> dict[str, Any]:
-    """Turns the packed statistics vector into stats.json's `features` map.
+    """Turns the statistics vector into stats.json's `num_rows` and `features`.
 
     Returns:
       `{"num_rows": N, "features": {...}}` where `features[name]` holds the
-      counts, moments, quantiles, clip/scale parameters and impute value of
-      each feature: plain numbers for a scalar feature, lists of length d for a
-      vector feature.
-      Parameters are the float32 values the graph applies, written exactly.
+      counts, moments, quantiles, the derived clip, impute and scale
+      parameters, the fractions of values clipped below and above, and
+      warnings: plain numbers for a scalar or shared vector feature, lists of
+      length d for an elementwise vector feature. The clip, impute and scale
+      parameters are the float32 values the graph applies, written exactly.
     """
     vector = np.asarray(vector, dtype=np.float64)
-    expected = stats_vector_length(config)
+    slots = plan_slots(config)
+    count = len(slots)
+    expected = stats_vector_length(count)
     if vector.shape != (expected,):
         raise ValueError(
             f"stats vector has shape {vector.shape}; the config needs ({expected},)"
         )
     num_rows = int(vector[0])
-    elements = total_elements(config)
-    centers = vector[phase0_length(config) :][:elements]
-    scales = vector[phase0_length(config) :][elements:]
-    offset, element = 1, 0
+    rows_of = {
+        field: vector[1 + i * count : 1 + (i + 1) * count]
+        for i, field in enumerate(PHASE0_FIELDS)
+    }
+    fitted = vector[phase0_length(count) :]
+    rows_of.update(
+        {
+            field: fitted[i * count : (i + 1) * count]
+            for i, field in enumerate(FIT_FIELDS)
+        }
+    )
+    for field in ("lower", "upper", "center", "scale", "impute_value"):
+        rows_of[field] = rows_of[field].astype(np.float32).astype(np.float64)
     features: dict[str, Any] = {}
+    offset = 0
     for name, feature in config.features.items():
-        size = feature.size
-        raw: dict[str, np.ndarray] = {}
-        for field in PHASE0_FIELDS:
-            raw[field] = vector[offset : offset + size]
-            offset += size
-        raw["center"] = centers[element : element + size]
-        raw["scale"] = scales[element : element + size]
-        element += size
-
-        def shaped(values: np.ndarray, kind: type = float, is_vector=feature.is_vector):
-            if kind is int:
-                items = [int(v) for v in values]
-            elif kind is bool:
-                items = [bool(v) for v in values]
-            else:
-                items = [_to_json_number(v) for v in values]
-            return items if is_vector else items[0]
-
-        float32 = {
-            key: raw[key].astype(np.float32).astype(np.float64)
-            for key in ("lower", "upper", "center", "scale", "impute_value")
-        }
-        features[name] = {
-            **{key: shaped(raw[key], int) for key in COUNT_FIELDS},
-            **{key: shaped(raw[key]) for key in MOMENT_FIELDS},
-            "quantiles": {
-                str(p): shaped(raw[field])
-                for p, field in zip(REPORTED_QUANTILES, QUANTILE_FIELDS, strict=True)
-            },
-            "clip": {
-                "strategy": feature.clip.strategy,
-                "lower": shaped(float32["lower"]),
-                "upper": shaped(float32["upper"]),
-            },
-            "scale": {
-                "strategy": feature.scale.strategy,
-                "center": shaped(float32["center"]),
-                "scale": shaped(float32["scale"]),
-            },
-            "impute_value": shaped(float32["impute_value"]),
-            "output_bound": feature.output_bound,
-            "constant": shaped(raw["scale"] == 0.0, bool),
-        }
+        span = slice(offset, offset + feature.slots)
+        offset += feature.slots
+        values_per_slot = num_rows * (feature.size // feature.slots)
+        features[name] = _feature_stats(
+            feature,
+            {field: rows[span] for field, rows in rows_of.items()},
+            values_per_slot,
+        )
     return {"num_rows": num_rows, "features": features}
+
+
+def _feature_stats(
+    feature: FeatureConfig, raw: dict[str, np.ndarray], values_per_slot: int
+) -> dict[str, Any]:
+    """stats.json's entry for one feature from its `[slots]` fields."""
+    listed = feature.is_vector and feature.elementwise
+
+    def shaped(values: np.ndarray, kind: type = float) -> Any:
+        if kind is int:
+            items = [int(v) for v in values]
+        elif kind is bool:
+            items = [bool(v) for v in values]
+        else:
+            items = [_to_json_number(v) for v in values]
+        return items if listed else items[0]
+
+    def fraction(values: np.ndarray) -> np.ndarray:
+        return values / max(values_per_slot, 1)
+
+    clip = feature.clip.model_dump()
+    clip_entry: dict[str, Any] = {
+        "strategy": clip.pop("strategy"),
+        "lower": shaped(raw["lower"]),
+        "upper": shaped(raw["upper"]),
+    }
+    if feature.clip.strategy == "quantile":
+        clip_entry["probabilities"] = [clip.pop("lower"), clip.pop("upper")]
+    clip.pop("lower", None)  # `fixed`: the configured values are the bounds
+    clip.pop("upper", None)
+    clip_entry.update(clip)
+    if feature.clip.strategy == "mad":
+        clip_entry["median"] = shaped(raw["q0.5"])
+        clip_entry["mad"] = shaped(raw["mad"])
+    scale_entry: dict[str, Any] = {
+        "strategy": feature.scale.strategy,
+        "center": shaped(raw["center"]),
+        "scale": shaped(raw["scale"]),
+    }
+    if isinstance(feature.scale, RobustScale):
+        scale_entry["probabilities"] = [feature.scale.lower, feature.scale.upper]
+    warnings = []
+    for index, flags in enumerate(raw["flags"].astype(int)):
+        where = f"element {index}: " if listed else ""
+        warnings += [
+            where + message for bit, message in FLAG_MESSAGES.items() if flags & bit
+        ]
+    return {
+        **{key: shaped(raw[key], int) for key in COUNT_FIELDS},
+        **{key: shaped(raw[key]) for key in ("mean", "std", "min", "max")},
+        "quantiles": {
+            str(p): shaped(raw[field])
+            for p, field in zip(REPORTED_QUANTILES, QUANTILE_FIELDS, strict=True)
+        },
+        "impute": {
+            "strategy": feature.impute.strategy,
+            "value": shaped(raw["impute_value"]),
+        },
+        "inf": feature.inf,
+        "clip": clip_entry,
+        "clipped_below": shaped(fraction(raw["clipped_below"])),
+        "clipped_above": shaped(fraction(raw["clipped_above"])),
+        "scale": scale_entry,
+        "elementwise": feature.elementwise,
+        "indicators": list(feature.indicators),
+        "output_bound": feature.output_bound,
+        "constant": shaped(raw["flags"].astype(int) & FLAG_CONSTANT != 0, bool),
+        "warnings": warnings,
+    }

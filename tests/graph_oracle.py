@@ -1,0 +1,67 @@
+"""Test helpers: apply a saved graph, and the documented formula in numpy.
+
+The formula is written here from README's statement of it, independently of
+the TensorFlow code under test:
+
+    out = clip((g(clip(impute(x), lower, upper)) - center) / scale, -B, B)
+"""
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_transform as tft
+
+
+def dense_as_sparse(values: np.ndarray) -> tf.SparseTensor:
+    """Every value present (tf.sparse.from_dense would drop zeros as missing)."""
+    values = np.asarray(values)
+    values = values.reshape(len(values), -1)
+    if np.issubdtype(values.dtype, np.floating):
+        values = values.astype(np.float32)
+    rows, cols = np.meshgrid(
+        np.arange(values.shape[0]), np.arange(values.shape[1]), indexing="ij"
+    )
+    indices = np.stack([rows.ravel(), cols.ravel()], axis=1)
+    return tf.SparseTensor(indices, values.reshape(-1), values.shape)
+
+
+def apply_graph(artifacts, raw: dict) -> dict:
+    """Runs the saved transform graph on dense numpy columns (all present)."""
+    output = tft.TFTransformOutput(str(artifacts))
+    tensors = {name: dense_as_sparse(v) for name, v in raw.items()}
+    return {k: v.numpy() for k, v in output.transform_raw_features(tensors).items()}
+
+
+def element(feature: dict, index: int | None) -> dict:
+    """The stats.json numbers of one element (`index` None: scalar or shared)."""
+
+    def pick(value):
+        return value if index is None or not isinstance(value, list) else value[index]
+
+    return {
+        "impute": pick(feature["impute"]["value"]),
+        "lower": pick(feature["clip"]["lower"]),
+        "upper": pick(feature["clip"]["upper"]),
+        "center": pick(feature["scale"]["center"]),
+        "scale": pick(feature["scale"]["scale"]),
+        "log": feature["scale"]["strategy"] == "log_zscore",
+        "inf": feature["inf"],
+        "bound": feature["output_bound"],
+    }
+
+
+def expected_output(numbers: dict, x: np.ndarray) -> np.ndarray:
+    """The formula in float32 with one element's numbers (see `element`)."""
+    f32 = np.float32
+    x = np.asarray(x, dtype=f32)
+    if numbers["inf"] == "missing":
+        x = np.where(np.isinf(x), f32(np.nan), x)
+    imputed = np.where(np.isnan(x), f32(numbers["impute"]), x)
+    clipped = np.clip(imputed, f32(numbers["lower"]), f32(numbers["upper"]))
+    if numbers["log"]:
+        clipped = (np.sign(clipped) * np.log1p(np.abs(clipped))).astype(f32)
+    scale = f32(numbers["scale"])
+    if scale == 0:
+        return np.zeros_like(clipped)
+    with np.errstate(over="ignore"):
+        z = (clipped - f32(numbers["center"])) / scale
+    return np.clip(z, -numbers["bound"], numbers["bound"])
