@@ -34,7 +34,12 @@ setup(
         "pyyaml>=6",
     ],
     extras_require={
-        "test": ["pytest>=8", "hypothesis>=6.100", "ruff==0.17.6"],
+        "test": [
+            "pytest>=8",
+            "hypothesis>=6.100",
+            "ruff==0.17.6",
+            "scikit-learn>=1.4",
+        ],
     },
     entry_points={"console_scripts": ["tanhguard = tanhguard.pipeline.cli:main"]},
 )

@@ -8,6 +8,7 @@ element of a shared one) and are taken over finite values only; missing, NaN,
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable
 
@@ -40,69 +41,38 @@ def quantile_epsilon(grid: int) -> float:
     return 0.1 / grid
 
 
+@dataclasses.dataclass(frozen=True)
 class FeatureStatistics:
-    """Analyzer outputs for one feature; every tensor has shape `[s]`.
+    """Analyzer outputs over the columns of a `[batch, s]` tensor; `[s]` each.
 
     Attributes:
       count: finite values. missing / nan / pos_inf / neg_inf: the others.
-      mean, std, min, max: over finite values (float32 min/max; float64 moments).
+      mean, std: over finite values, float64. min, max: over finite values.
       boundaries: `[s, grid - 1]` quantile boundaries; column `k - 1` is the
         quantile at probability `k / grid`.
+      grid: the quantile grid.
     """
 
-    def __init__(self, x: tf.Tensor, missing: tf.Tensor, grid: int, name: str):
-        with tf.name_scope(name):
-            finite = tf.math.is_finite(x)
-            is_nan = tf.math.logical_and(tf.math.is_nan(x), ~missing)
-            indicators = tf.stack(
-                [
-                    finite,
-                    missing,
-                    is_nan,
-                    tf.math.equal(x, math.inf),
-                    tf.math.equal(x, -math.inf),
-                ],
-                axis=1,
-            )
-            counts = tft.sum(
-                tf.cast(indicators, tf.int64),
-                reduce_instance_dims=False,
-                name="counts",
-            )
-            counts = tf.cast(counts, tf.float64)
-            (self.count, self.missing, self.nan, self.pos_inf, self.neg_inf) = (
-                tf.unstack(counts, num=5, axis=0)
-            )
-            # TFT's mean/var ignore NaN and +-Inf; float64 keeps moments of
-            # values near float32 max finite.
-            as_float64 = tf.cast(x, tf.float64)
-            self.mean = tft.mean(as_float64, reduce_instance_dims=False, name="mean")
-            self.std = tf.sqrt(
-                tft.var(as_float64, reduce_instance_dims=False, name="var")
-            )
-            self.min = tft.min(
-                tf.where(finite, x, math.inf), reduce_instance_dims=False, name="min"
-            )
-            self.max = tft.max(
-                tf.where(finite, x, -math.inf), reduce_instance_dims=False, name="max"
-            )
-            # One sketch per column: with `reduce_instance_dims=False` TFT fails
-            # on a column without a finite value (tensorflow/transform#256);
-            # a 1-D sketch of only NaN returns zeros, which `count` flags.
-            self.grid = grid
-            sketch_input = tf.where(finite, x, math.nan)
-            self.boundaries = tf.stack(
-                [
-                    tft.quantiles(
-                        sketch_input[:, column],
-                        num_buckets=grid,
-                        epsilon=quantile_epsilon(grid),
-                        name=f"quantiles_{column}",
-                    )[0]
-                    for column in range(x.shape[1])
-                ],
-                axis=0,
-            )
+    count: tf.Tensor
+    missing: tf.Tensor
+    nan: tf.Tensor
+    pos_inf: tf.Tensor
+    neg_inf: tf.Tensor
+    mean: tf.Tensor
+    std: tf.Tensor
+    min: tf.Tensor
+    max: tf.Tensor
+    boundaries: tf.Tensor
+    grid: int
+
+    def columns(self, start: int, stop: int) -> FeatureStatistics:
+        """The statistics of columns `start` to `stop - 1`."""
+        sliced = {
+            field.name: getattr(self, field.name)[start:stop]
+            for field in dataclasses.fields(self)
+            if field.name != "grid"
+        }
+        return FeatureStatistics(**sliced, grid=self.grid)
 
     def quantile(self, probability: float) -> tf.Tensor:
         """The `[s]` quantile at `probability` (0 is the min, 1 the max)."""
@@ -112,3 +82,73 @@ class FeatureStatistics:
             return self.max
         index = int(np.round(probability * self.grid)) - 1
         return self.boundaries[:, index]
+
+
+def compute_statistics(
+    x: tf.Tensor, missing: tf.Tensor, grid: int, name: str
+) -> FeatureStatistics:
+    """Runs the first-phase analyzers over the columns of `x`.
+
+    Args:
+      x: float32 `[batch, s]` with a static `s`; NaN where `missing`.
+      missing: bool `[batch, s]`, the values absent from the input.
+      grid: quantile grid (see `quantile_grid`).
+      name: name scope.
+
+    Returns:
+      The statistics of each column. A column without a finite value has
+      count 0 and meaningless moments and quantiles (zeros); users of the
+      statistics check `count`.
+    """
+    with tf.name_scope(name):
+        finite = tf.math.is_finite(x)
+        is_nan = tf.math.logical_and(tf.math.is_nan(x), ~missing)
+        indicators = tf.stack(
+            [
+                finite,
+                missing,
+                is_nan,
+                tf.math.equal(x, math.inf),
+                tf.math.equal(x, -math.inf),
+            ],
+            axis=1,
+        )
+        counts = tft.sum(
+            tf.cast(indicators, tf.int64), reduce_instance_dims=False, name="counts"
+        )
+        counts = tf.unstack(tf.cast(counts, tf.float64), num=5, axis=0)
+        # TFT's mean/var ignore NaN and +-Inf; float64 keeps moments of
+        # values near float32 max finite.
+        as_float64 = tf.cast(x, tf.float64)
+        mean = tft.mean(as_float64, reduce_instance_dims=False, name="mean")
+        std = tf.sqrt(tft.var(as_float64, reduce_instance_dims=False, name="var"))
+        minimum = tft.min(
+            tf.where(finite, x, math.inf), reduce_instance_dims=False, name="min"
+        )
+        maximum = tft.max(
+            tf.where(finite, x, -math.inf), reduce_instance_dims=False, name="max"
+        )
+        # The sketch skips NaN, but TFT fails on a column with no value at all
+        # (tensorflow/transform#256). Each batch therefore adds one row of
+        # zeros with a weight of 1e-30: it keeps every column non-empty (an
+        # all-NaN column then reports zeros) and moves no quantile of real
+        # data, whose rows weigh 1 each.
+        sentinel = tf.zeros([1, x.shape[1]], x.dtype)
+        weights = tf.concat([tf.ones([tf.shape(x)[0]], tf.float32), [1e-30]], axis=0)
+        boundaries = tft.quantiles(
+            tf.concat([tf.where(finite, x, math.nan), sentinel], axis=0),
+            num_buckets=grid,
+            epsilon=quantile_epsilon(grid),
+            weights=weights,
+            reduce_instance_dims=False,
+            name="quantiles",
+        )
+        return FeatureStatistics(
+            *counts,
+            mean=mean,
+            std=std,
+            min=minimum,
+            max=maximum,
+            boundaries=boundaries,
+            grid=grid,
+        )

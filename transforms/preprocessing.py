@@ -20,7 +20,11 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from tanhguard.transforms.analyzers import FeatureStatistics, quantile_grid
+from tanhguard.transforms.analyzers import (
+    FeatureStatistics,
+    compute_statistics,
+    quantile_grid,
+)
 from tanhguard.transforms.bounds import clip_bounds, impute_value
 from tanhguard.transforms.config import (
     REPORTED_QUANTILES,
@@ -76,52 +80,80 @@ def _required_probabilities(feature: FeatureConfig) -> list[float]:
     return probabilities
 
 
-def _phase0_fields(
-    name: str, raw: Any, feature: FeatureConfig
-) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
-    """`(x, fields)`: x after the inf policy, and the phase-0 fields `[slots]`."""
-    with tf.name_scope(name):
-        x, missing = densify(raw, feature.size)
-        pooled_x, pooled_missing = x, missing
-        if not feature.elementwise:
-            pooled_x = tf.reshape(x, [-1, 1])
-            pooled_missing = tf.reshape(missing, [-1, 1])
-        stats = FeatureStatistics(
-            pooled_x,
-            pooled_missing,
-            quantile_grid(_required_probabilities(feature)),
-            "stats",
-        )
-        slots = feature.slots
-        lower, upper = clip_bounds(feature.clip, stats, slots)
-        if isinstance(feature.scale, RobustScale):
-            robust = [
-                stats.quantile(feature.scale.lower),
-                stats.quantile(feature.scale.upper),
-            ]
+def _statistics_groups(config: Config) -> dict[tuple, list[str]]:
+    """Features whose statistics one set of analyzers computes side by side.
+
+    Scalars and elementwise vectors with the same quantile grid share their
+    analyzers (a handful of TFT analyzers however many features there are);
+    a shared vector pools its elements into one column, so it has its own.
+    """
+    groups: dict[tuple, list[str]] = {}
+    for name, feature in config.features.items():
+        grid = quantile_grid(_required_probabilities(feature))
+        key = ("grid", grid) if feature.slots == feature.size else ("pooled", name)
+        groups.setdefault(key, []).append(name)
+    return groups
+
+
+def _first_phase(
+    config: Config, inputs: Mapping[str, Any]
+) -> tuple[dict[str, tf.Tensor], dict[str, FeatureStatistics]]:
+    """`(x, stats)` per feature: dense values and first-phase statistics."""
+    dense = {
+        name: densify(inputs[name], feature.size, name=f"{name}/densify")
+        for name, feature in config.features.items()
+    }
+    stats: dict[str, FeatureStatistics] = {}
+    for index, ((kind, detail), names) in enumerate(_statistics_groups(config).items()):
+        if kind == "pooled":
+            x, missing = (tf.reshape(t, [-1, 1]) for t in dense[detail])
+            grid = quantile_grid(_required_probabilities(config.features[detail]))
         else:
-            robust = [tf.zeros([slots]), tf.zeros([slots])]
-        fields = {
-            "count": stats.count,
-            "missing": stats.missing,
-            "nan": stats.nan,
-            "pos_inf": stats.pos_inf,
-            "neg_inf": stats.neg_inf,
-            "mean": stats.mean,
-            "std": stats.std,
-            "min": stats.min,
-            "max": stats.max,
-            **{
-                field: stats.quantile(p)
-                for field, p in zip(QUANTILE_FIELDS, REPORTED_QUANTILES, strict=True)
-            },
-            "lower": lower,
-            "upper": upper,
-            "impute_value": impute_value(feature.impute, stats, slots),
-            "robust_lower": robust[0],
-            "robust_upper": robust[1],
-        }
-        return apply_inf_policy(x, feature.inf), fields
+            x = tf.concat([dense[name][0] for name in names], axis=1)
+            missing = tf.concat([dense[name][1] for name in names], axis=1)
+            grid = detail
+        group_stats = compute_statistics(x, missing, grid, f"statistics_{index}")
+        offset = 0
+        for name in names:
+            slots = config.features[name].slots
+            stats[name] = group_stats.columns(offset, offset + slots)
+            offset += slots
+    return {name: pair[0] for name, pair in dense.items()}, stats
+
+
+def _phase0_fields(
+    feature: FeatureConfig, stats: FeatureStatistics
+) -> dict[str, tf.Tensor]:
+    """The `PHASE0_FIELDS` of one feature, `[slots]` each."""
+    slots = feature.slots
+    lower, upper = clip_bounds(feature.clip, stats, slots)
+    if isinstance(feature.scale, RobustScale):
+        robust = [
+            stats.quantile(feature.scale.lower),
+            stats.quantile(feature.scale.upper),
+        ]
+    else:
+        robust = [tf.zeros([slots]), tf.zeros([slots])]
+    return {
+        "count": stats.count,
+        "missing": stats.missing,
+        "nan": stats.nan,
+        "pos_inf": stats.pos_inf,
+        "neg_inf": stats.neg_inf,
+        "mean": stats.mean,
+        "std": stats.std,
+        "min": stats.min,
+        "max": stats.max,
+        **{
+            field: stats.quantile(p)
+            for field, p in zip(QUANTILE_FIELDS, REPORTED_QUANTILES, strict=True)
+        },
+        "lower": lower,
+        "upper": upper,
+        "impute_value": impute_value(feature.impute, stats, slots),
+        "robust_lower": robust[0],
+        "robust_upper": robust[1],
+    }
 
 
 def _per_element(values: tf.Tensor, feature: FeatureConfig) -> tf.Tensor:
@@ -155,9 +187,11 @@ def build_preprocessing_fn(
                 f"features {absent} are configured but not in the inputs. "
                 f"Received: {sorted(inputs)}"
             )
-        xs, fields = {}, {}
+        raw_x, stats = _first_phase(config, inputs)
+        fields, xs = {}, {}
         for name, feature in config.features.items():
-            xs[name], fields[name] = _phase0_fields(name, inputs[name], feature)
+            fields[name] = _phase0_fields(feature, stats[name])
+            xs[name] = apply_inf_policy(raw_x[name], feature.inf)
         first = next(iter(config.features))
         # Every value is counted once in exactly one of the count fields.
         values_per_row = config.features[first].size // config.features[first].slots
