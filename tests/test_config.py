@@ -75,6 +75,55 @@ def test_feature_overrides_and_defaults_block_apply():
         ({"fare": ["not", "a", "mapping"]}, r"feature `fare`: must be a mapping"),
         ({"1fare": {}}, r"feature `1fare`: a name must be"),
         ({"v": {"shape": [2]}, "v_0": {}}, r"column `v_0` is also a column"),
+        (
+            {"fare": {"clip": {"strategy": "sigma", "k": 0}}},
+            r"feature `fare`: `clip.k`: must be a finite number > 0. Received: 0",
+        ),
+        (
+            {"fare": {"clip": {"strategy": "iqr", "k": -1.5}}},
+            r"feature `fare`: `clip.k`: must be a finite number > 0",
+        ),
+        (
+            {"fare": {"clip": {"strategy": "mad", "k": float("inf")}}},
+            r"feature `fare`: `clip.k`: must be a finite number > 0",
+        ),
+        (
+            {"fare": {"clip": {"strategy": "sigma", "lower": 0.1}}},
+            r"feature `fare`: `clip.lower`: unknown key",
+        ),
+        ({"fare": {"scale": "standard"}}, r"feature `fare`: `scale`: unknown strategy"),
+        (
+            {"fare": {"scale": {"strategy": "robust", "lower": 0.75, "upper": 0.25}}},
+            r"feature `fare`: `scale`: `upper` must be greater than `lower`",
+        ),
+        (
+            {"fare": {"scale": {"strategy": "robust", "upper": 1.5}}},
+            r"feature `fare`: `scale`: `upper` must be a probability in \[0, 1\]",
+        ),
+        (
+            {"fare": {"impute": "constant"}},
+            r"feature `fare`: `impute.value`: is required",
+        ),
+        (
+            {"fare": {"impute": {"strategy": "constant", "value": float("nan")}}},
+            r"feature `fare`: `impute`: `value` must be finite",
+        ),
+        ({"fare": {"impute": "mode"}}, r"feature `fare`: `impute`: unknown strategy"),
+        ({"fare": {"inf": "drop"}}, r"feature `fare`: `inf`: .*'clip' or 'missing'"),
+        (
+            {"fare": {"indicators": ["missing", "outlier"]}},
+            r"feature `fare`: `indicators.1`: .*'missing' or 'clipped'",
+        ),
+        (
+            {"fare": {"indicators": ["missing", "missing"]}},
+            r"feature `fare`: `indicators`: lists an indicator twice",
+        ),
+        (
+            {"fare": {"indicators": ["missing"]}, "fare__missing": {}},
+            r"feature `fare`: its indicator output `fare__missing` has the name of "
+            r"feature `fare__missing`",
+        ),
+        ({"v": {"shape": [2], "elementwise": "yes"}}, r"feature `v`: `elementwise`"),
     ],
     ids=[
         "unknown key is rejected",
@@ -91,11 +140,51 @@ def test_feature_overrides_and_defaults_block_apply():
         "feature that is not a mapping is rejected",
         "feature name starting with a digit is rejected",
         "vector columns colliding with another feature are rejected",
+        "sigma clip with k of zero is rejected",
+        "iqr clip with negative k is rejected",
+        "mad clip with infinite k is rejected",
+        "sigma clip with a quantile parameter is rejected",
+        "unknown scale strategy is rejected",
+        "robust scale with lower above upper is rejected",
+        "robust scale with probability above one is rejected",
+        "constant impute without value is rejected",
+        "constant impute with NaN value is rejected",
+        "unknown impute strategy is rejected",
+        "unknown inf policy is rejected",
+        "unknown indicator is rejected",
+        "repeated indicator is rejected",
+        "indicator output colliding with a feature is rejected",
+        "non-boolean elementwise is rejected",
     ],
 )
 def test_invalid_feature_config_names_feature_and_field(features, match):
     with pytest.raises(ConfigError, match=match):
         parse_config({"features": features})
+
+
+def test_every_strategy_parses_with_its_defaults():
+    config = parse_config(
+        {
+            "defaults": {"inf": "missing", "indicators": ["clipped"]},
+            "features": {
+                "a": {"clip": "sigma", "scale": "robust", "impute": "mean"},
+                "b": {"clip": "iqr", "scale": "minmax", "impute": "zero"},
+                "c": {"clip": "mad", "scale": "log_zscore"},
+                "d": {"clip": "minmax", "scale": "none", "inf": "clip"},
+                "e": {"clip": "none", "impute": {"strategy": "constant", "value": 2}},
+                "v": {"shape": [3], "elementwise": False},
+            },
+        }
+    )
+    features = config.features
+    assert features["a"].clip.k == 3.0 and features["b"].clip.k == 1.5
+    assert features["c"].clip.k == 3.5
+    assert (features["a"].scale.lower, features["a"].scale.upper) == (0.25, 0.75)
+    assert features["e"].impute.value == 2.0
+    assert features["a"].inf == "missing" and features["d"].inf == "clip"
+    assert config.output_names("a") == ["a", "a__clipped"]
+    assert features["v"].slots == 1 and features["v"].size == 3
+    assert features["a"].elementwise is True
 
 
 def test_unknown_top_level_key_is_rejected():

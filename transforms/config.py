@@ -22,6 +22,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     ValidationError,
     field_validator,
     model_validator,
@@ -272,7 +273,7 @@ class Defaults(_Strict):
     scale: ScaleSpec = ZScoreScale()
     inf: InfPolicy = "clip"
     indicators: tuple[Indicator, ...] = ()
-    elementwise: bool = True
+    elementwise: StrictBool = True
     output_bound: float = 5.0
 
     _expand = model_validator(mode="before")(_expand_strategy_shorthand)
@@ -290,7 +291,7 @@ class FeatureConfig(_Strict):
     scale: ScaleSpec
     inf: InfPolicy
     indicators: tuple[Indicator, ...]
-    elementwise: bool
+    elementwise: StrictBool
     output_bound: float
 
     _bound = field_validator("output_bound")(_check_output_bound)
