@@ -22,14 +22,16 @@ def _number(value: Any) -> str:
 
 
 def summary_table(stats: dict[str, Any]) -> str:
-    """One line per feature: counts of bad values, the bounds and the scale.
+    """One line per feature: counts of bad values, the bounds, the share of
+    values clipped and the scale; then every warning.
 
-    For a vector feature the line shows element 0; stats.json has every element.
+    For an elementwise vector feature the line shows element 0; stats.json has
+    every element.
     """
     header = (
         f"{'feature':<16}{'finite':>9}{'missing':>9}{'nan':>7}{'+inf':>7}"
         f"{'-inf':>7}{'min':>12}{'max':>12}{'clip lower':>12}{'clip upper':>12}"
-        f"{'center':>11}{'scale':>11}"
+        f"{'clipped':>9}{'center':>11}{'scale':>11}"
     )
     lines = [f"{stats['num_rows']:,} rows analyzed", header, "-" * len(header)]
     for name, feature in stats["features"].items():
@@ -41,12 +43,21 @@ def summary_table(stats: dict[str, Any]) -> str:
             f"{_number(feature['min']):>12}{_number(feature['max']):>12}"
             f"{_number(feature['clip']['lower']):>12}"
             f"{_number(feature['clip']['upper']):>12}"
+            f"{_percent(feature):>9}"
             f"{_number(feature['scale']['center']):>11}"
             f"{_number(feature['scale']['scale']):>11}"
-            + ("  constant: outputs 0" if any(_as_list(feature["constant"])) else "")
         )
+    warnings = [
+        f"  {name}: {warning}"
+        for name, feature in stats["features"].items()
+        for warning in feature["warnings"]
+    ]
+    if warnings:
+        lines += ["", "Warnings:", *warnings]
     return "\n".join(lines)
 
 
-def _as_list(value: Any) -> list:
-    return value if isinstance(value, list) else [value]
+def _percent(feature: dict[str, Any]) -> str:
+    """Share of values clipped (below + above), element 0 of a vector."""
+    share = _first(feature["clipped_below"]) + _first(feature["clipped_above"])
+    return f"{100 * share:.2f}%"

@@ -20,7 +20,10 @@ def test_analyze_command_writes_loadable_artifacts(tmp_path, capsys):
         ["analyze", "--config", str(config), "--data", str(data), "--output", str(out)]
     )
     assert status == EXIT_OK
-    assert "Artifacts:" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "Artifacts:" in printed
+    # 1..40 clipped to [5, 30]: 4 values below and 10 above, 14 of 40.
+    assert "35.00%" in printed
     stats = json.loads((out / "stats.json").read_text())
     clipped = np.clip(np.arange(1, 41, dtype=np.float64), 5, 30)
     assert stats["num_rows"] == 40

@@ -1,6 +1,7 @@
 """One test per config validation rule, and the defaults."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -216,12 +217,40 @@ def test_load_config_errors_name_the_file(tmp_path):
         load_config(bad)
 
 
-@pytest.mark.parametrize("name", ["demo.yaml", "example.yaml"])
-def test_shipped_configs_are_valid(name):
-    from pathlib import Path
+CONFIGS = Path(__file__).parent.parent / "configs"
 
-    config = load_config(Path(__file__).parent.parent / "configs" / name)
+
+@pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.yaml")))
+def test_shipped_configs_are_valid(name):
+    config = load_config(CONFIGS / name)
     assert config.features
+
+
+def test_strategies_config_shows_every_strategy():
+    config = load_config(CONFIGS / "strategies.yaml")
+    features = config.features.values()
+    assert {f.clip.strategy for f in features} == {
+        "quantile",
+        "fixed",
+        "sigma",
+        "iqr",
+        "mad",
+        "minmax",
+        "none",
+    }
+    assert {f.scale.strategy for f in features} == {
+        "zscore",
+        "robust",
+        "minmax",
+        "log_zscore",
+        "none",
+    }
+    assert {f.impute.strategy for f in features} == {
+        "median",
+        "mean",
+        "zero",
+        "constant",
+    }
 
 
 def test_json_schema_describes_features_and_defaults():

@@ -65,8 +65,9 @@ FLAG_MESSAGES = {
         "[-1, 1] and missing values take the constant impute value"
     ),
     FLAG_DEGENERATE_BOUNDS: (
-        "degenerate clip bounds: lower == upper, so every value clips to one "
-        "number and the output is 0"
+        "degenerate clip bounds: lower == upper although the training values "
+        "vary, so every value clips to one number and the output is 0 (widen the "
+        "clip, e.g. a `quantile` range or `k`)"
     ),
     FLAG_ZERO_ROBUST_RANGE: (
         "zero quantile range for `robust` on data that is not constant: scale 1 "
@@ -281,10 +282,11 @@ def fit(
         std = float(np.sqrt(max(merged.m2[0] / n, 0.0))) if n else 0.0
         lo, hi = lower[index], upper[index]
         flags = 0
-        if lo == hi:
-            flags |= FLAG_DEGENERATE_BOUNDS
         if n == 0:
             flags |= FLAG_NO_FINITE_VALUES
+        elif lo == hi and field["min"][index] < field["max"][index]:
+            # The data varies but the bounds collapse it to one number.
+            flags |= FLAG_DEGENERATE_BOUNDS
         elif std <= max(RELATIVE_ZERO_SCALE * abs(mean), ABSOLUTE_ZERO_SCALE):
             flags |= FLAG_CONSTANT
         center, scale = _center_and_scale(slot, index, field, lo, hi, mean, std)

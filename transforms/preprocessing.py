@@ -37,6 +37,7 @@ from tanhguard.transforms.fitting import (
     COUNT_FIELDS,
     FIT_FIELDS,
     FLAG_CONSTANT,
+    FLAG_DEGENERATE_BOUNDS,
     FLAG_MESSAGES,
     GRAPH_FIELDS,
     PHASE0_FIELDS,
@@ -286,6 +287,10 @@ def unpack_stats_vector(config: Config, vector: np.ndarray) -> dict[str, Any]:
     return {"num_rows": num_rows, "features": features}
 
 
+# Flags under which the clipped training values are one number.
+_CONSTANT_OUTPUT = FLAG_CONSTANT | FLAG_DEGENERATE_BOUNDS
+
+
 def _feature_stats(
     feature: FeatureConfig, raw: dict[str, np.ndarray], values_per_slot: int
 ) -> dict[str, Any]:
@@ -350,6 +355,6 @@ def _feature_stats(
         "elementwise": feature.elementwise,
         "indicators": list(feature.indicators),
         "output_bound": feature.output_bound,
-        "constant": shaped(raw["flags"].astype(int) & FLAG_CONSTANT != 0, bool),
+        "constant": shaped(raw["flags"].astype(int) & _CONSTANT_OUTPUT != 0, bool),
         "warnings": warnings,
     }
