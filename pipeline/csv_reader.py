@@ -86,7 +86,8 @@ def check_header(path: str, config: Config) -> bool:
       Whether the file has at least one data row after the header.
 
     Raises:
-      DataError: The file is empty or a configured column is not in its header.
+      DataError: The file is empty, a configured column is not in its header,
+        or the header has more elements of a vector than its `shape`.
     """
     with tf.io.gfile.GFile(path, "r") as handle:
         first = handle.readline()
@@ -102,6 +103,14 @@ def check_header(path: str, config: Config) -> bool:
             raise DataError(
                 f"{path}: feature `{name}`: column(s) {absent} not in the header. "
                 f"The first row must be a header naming the columns; found: {shown}"
+            )
+        feature = config.features[name]
+        if feature.is_vector and f"{name}_{feature.size}" in header:
+            found = sum(1 for column in header if column.startswith(f"{name}_"))
+            raise DataError(
+                f"{path}: feature `{name}`: `shape` is [{feature.size}] but the header "
+                f"also has column `{name}_{feature.size}` ({found} columns start "
+                f"with `{name}_`). Set `shape` to the vector's length."
             )
     return bool(second.strip())
 

@@ -232,6 +232,17 @@ def test_missing_column_names_file_and_feature(tmp_path):
     )
 
 
+def test_vector_longer_than_its_shape_is_an_error(tmp_path):
+    path = tmp_path / "wide.csv"
+    path.write_text("heavy,count,vec_0,vec_1,vec_2,flat\n1,2,3,4,5,6\n")
+    _assert_fails_cleanly(
+        tmp_path,
+        path,
+        r"wide.csv: feature `vec`: `shape` is \[2\] but the header "
+        r"also has column `vec_2`",
+    )
+
+
 def test_file_without_header_is_an_error(tmp_path):
     path = tmp_path / "b.csv"
     path.write_text("1,2,3,4,5\n6,7,8,9,10\n")
