@@ -2,6 +2,7 @@
 
 Writes, into the output directory:
   transform_fn/, transformed_metadata/   the TFT graph (`tft.TFTransformOutput`)
+  metadata/                              the raw schema (one VarLenFeature each)
   stats.json                             the statistics and bounds it applies
 """
 
@@ -22,6 +23,11 @@ import tensorflow as tf
 import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
 from apache_beam.options.pipeline_options import PipelineOptions
+from tensorflow_transform.tf_metadata import (
+    dataset_metadata,
+    metadata_io,
+    schema_utils,
+)
 
 from tanhguard.pipeline.artifacts import atomic_output_dir
 from tanhguard.pipeline.csv_reader import (
@@ -29,6 +35,7 @@ from tanhguard.pipeline.csv_reader import (
     ReadCsv,
     check_header,
     expand_pattern,
+    raw_feature_spec,
     tensor_adapter_config,
 )
 from tanhguard.pipeline.scale_fitter import scale_fitter
@@ -151,6 +158,14 @@ def run_analyze(
             if data_error is not None:
                 raise DataError(str(data_error)) from None
             raise
+        # The raw schema, as TFX writes it: `TFTransformOutput.raw_feature_spec()`
+        # and `transform_features_layer()` read it.
+        metadata_io.write_metadata(
+            dataset_metadata.DatasetMetadata(
+                schema_utils.schema_from_feature_spec(raw_feature_spec(config))
+            ),
+            str(staging / tft.TFTransformOutput.RAW_METADATA_DIR),
+        )
         with tf.io.gfile.GFile(vector_path, "rb") as handle:
             vector = np.load(handle)
         stats = {

@@ -37,6 +37,30 @@ def _parser() -> argparse.ArgumentParser:
         "--overwrite", action="store_true", help="replace an existing --output"
     )
 
+    export = commands.add_parser(
+        "export",
+        help="write a serving SavedModel: the preprocessing, optionally a model",
+        description=(
+            "Signatures: serving_default (serialized tf.Example strings) and "
+            "transform_features (one tensor per raw feature). With --model, both "
+            "return the model's predictions for raw features."
+        ),
+    )
+    export.add_argument(
+        "--artifacts", required=True, help="artifacts directory from `analyze`"
+    )
+    export.add_argument("--output", required=True, help="SavedModel directory")
+    export.add_argument(
+        "--model",
+        help=(
+            "Keras model taking the transformed features: a tf_keras SavedModel "
+            "directory, .h5 or .keras file, or a Keras 3 .keras file"
+        ),
+    )
+    export.add_argument(
+        "--overwrite", action="store_true", help="replace an existing --output"
+    )
+
     commands.add_parser("config-schema", help="print the JSON Schema of a config")
 
     demo = commands.add_parser(
@@ -77,6 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from tanhguard.pipeline.artifacts import OutputExistsError
     from tanhguard.pipeline.csv_reader import DataError
+    from tanhguard.pipeline.export import ExportError
 
     try:
         if args.command == "analyze":
@@ -88,11 +113,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                 config, args.data, args.output, beam_args, overwrite=args.overwrite
             )
             _print_summary(stats, args.output)
+        elif args.command == "export":
+            from tanhguard.pipeline.export import export, load_keras_model
+
+            model = load_keras_model(args.model) if args.model else None
+            path = export(args.artifacts, args.output, model, overwrite=args.overwrite)
+            print(f"SavedModel: {path}")
+            print("Signatures: serving_default (examples), transform_features")
         elif args.command == "demo":
             from tanhguard.pipeline.demo import run_demo
 
             run_demo(args.output, rows=args.rows)
-    except (ConfigError, DataError, OutputExistsError) as error:
+    except (ConfigError, DataError, ExportError, OutputExistsError) as error:
         print(f"tanhguard: error: {error}", file=sys.stderr)
         return EXIT_ERROR
     return EXIT_OK

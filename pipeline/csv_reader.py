@@ -49,6 +49,15 @@ def arrow_schema(config: Config) -> pa.Schema:
     )
 
 
+def raw_feature_spec(config: Config) -> dict[str, tf.io.VarLenFeature]:
+    """The raw features as `tf.Example` parsing specs: a `VarLenFeature` each
+    (float32, or int64 for `dtype: int`), so an absent value stays missing."""
+    return {
+        name: tf.io.VarLenFeature(tf.int64 if feature.dtype == "int" else tf.float32)
+        for name, feature in config.features.items()
+    }
+
+
 def tensor_adapter_config(config: Config) -> tensor_adapter.TensorAdapterConfig:
     """How TFT turns the record batches into tensors: a `SparseTensor` each.
 
