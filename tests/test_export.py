@@ -1,0 +1,398 @@
+"""Export: the serving SavedModel alone and in front of tf_keras and Keras 3
+tanh models, TensorFlow's own saved_model_cli on it, and bad input."""
+
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_transform as tft
+import tf_keras
+from graph_oracle import dense_as_sparse
+
+from tanhguard.pipeline.analyze import run_analyze
+from tanhguard.pipeline.cli import EXIT_ERROR, EXIT_OK, main
+from tanhguard.pipeline.demo import demo_config, generate_demo_rows, write_demo_csv
+from tanhguard.pipeline.export import (
+    ExportError,
+    Preprocessor,
+    attach,
+    export,
+    load_keras_model,
+    model_matrix,
+)
+
+ROWS = 3000
+CONFIG = demo_config()
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export")
+    write_demo_csv(root / "demo.csv", generate_demo_rows(ROWS, seed=3), seed=3)
+    run_analyze(CONFIG, str(root / "demo.csv"), root / "artifacts")
+    return root / "artifacts"
+
+
+def _raw_rows(rows: int, seed: int) -> dict[str, np.ndarray]:
+    """Demo-like raw features as the serving side sees them."""
+    columns = generate_demo_rows(rows, seed=seed)
+    raw = {}
+    for name, feature in CONFIG.features.items():
+        stacked = np.stack([columns[c] for c in CONFIG.csv_columns(name)], axis=1)
+        raw[name] = stacked if feature.is_vector else stacked[:, 0]
+    raw["passengers"] = raw["passengers"].astype(np.int64)
+    return {k: v.astype(np.float32) if k != "passengers" else v for k, v in raw.items()}
+
+
+def _hostile(raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """NaN, +-Inf, 1e30 and x1000 units in every float feature."""
+    hostile = {k: v.copy() for k, v in raw.items()}
+    for name, values in hostile.items():
+        if name == "passengers":
+            values[::7] = 10**9
+            continue
+        flat = values.reshape(len(values), -1)
+        flat[0::6] = np.nan
+        flat[1::6] = np.inf
+        flat[2::6] = -np.inf
+        flat[3::6] = 1e30
+        flat[4::6] *= 1000.0
+    return hostile
+
+
+def _examples(raw: dict[str, np.ndarray], absent=()) -> list[bytes]:
+    """Serialized tf.Examples built with the standard tf.train API."""
+    rows = len(next(iter(raw.values())))
+    serialized = []
+    for row in range(rows):
+        feature = {}
+        for name, values in raw.items():
+            if name in absent:
+                continue
+            value = np.atleast_1d(values[row])
+            if value.dtype.kind == "i":
+                feature[name] = tf.train.Feature(
+                    int64_list=tf.train.Int64List(value=value.tolist())
+                )
+            else:
+                feature[name] = tf.train.Feature(
+                    float_list=tf.train.FloatList(value=value.tolist())
+                )
+        example = tf.train.Example(features=tf.train.Features(feature=feature))
+        serialized.append(example.SerializeToString())
+    return serialized
+
+
+def _reference(artifacts, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The transformed features from TFT's own API."""
+    output = tft.TFTransformOutput(str(artifacts))
+    tensors = {name: dense_as_sparse(values) for name, values in raw.items()}
+    return {k: v.numpy() for k, v in output.transform_raw_features(tensors).items()}
+
+
+def _assert_same(got: dict, want: dict) -> None:
+    assert set(got) == set(want)
+    for name in want:
+        np.testing.assert_allclose(
+            np.asarray(got[name]), want[name], rtol=1e-6, atol=1e-6, err_msg=name
+        )
+
+
+@pytest.fixture(scope="module")
+def standalone(artifacts, tmp_path_factory):
+    path = tmp_path_factory.mktemp("saved") / "preprocessing"
+    assert main(["export", "--artifacts", str(artifacts), "--output", str(path)]) == 0
+    return path
+
+
+@pytest.mark.parametrize("batch", [1, 1000])
+def test_serving_signature_takes_tf_examples_and_matches_tft(
+    artifacts, standalone, batch
+):
+    raw = _hostile(_raw_rows(batch, seed=21))
+    loaded = tf.saved_model.load(str(standalone))
+    examples = tf.constant(_examples(raw))
+    got = loaded.signatures["serving_default"](examples=examples)
+    _assert_same(got, _reference(artifacts, raw))
+    for name, value in got.items():
+        assert np.all(np.isfinite(value.numpy())), name
+
+
+def test_tensor_signature_takes_raw_features_by_name(artifacts, standalone):
+    raw = _hostile(_raw_rows(50, seed=22))
+    loaded = tf.saved_model.load(str(standalone))
+    signature = loaded.signatures["transform_features"]
+    assert set(signature.structured_input_signature[1]) == set(CONFIG.features)
+    got = signature(**{name: tf.constant(values) for name, values in raw.items()})
+    _assert_same(got, _reference(artifacts, raw))
+
+
+def test_absent_feature_in_an_example_is_imputed(artifacts, standalone):
+    raw = _raw_rows(4, seed=23)
+    loaded = tf.saved_model.load(str(standalone))
+    got = loaded.signatures["serving_default"](
+        examples=tf.constant(_examples(raw, absent={"fare"}))
+    )
+    nan_fare = dict(raw, fare=np.full(4, np.nan, np.float32))
+    np.testing.assert_allclose(
+        got["fare"].numpy(), _reference(artifacts, nan_fare)["fare"], rtol=1e-6
+    )
+
+
+def test_example_with_a_too_long_vector_is_an_error_naming_it(standalone):
+    raw = _raw_rows(2, seed=24)
+    raw["embedding"] = np.ones((2, 4), np.float32)  # shape [3] in the config
+    loaded = tf.saved_model.load(str(standalone))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="feature `embedding`"):
+        loaded.signatures["serving_default"](examples=tf.constant(_examples(raw)))
+
+
+def _saved_model_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "tensorflow.python.tools.saved_model_cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_saved_model_cli_shows_and_runs_both_signatures(standalone):
+    shown = _saved_model_cli("show", "--dir", str(standalone), "--all")
+    assert shown.returncode == 0, shown.stderr
+    for text in ("serving_default", "transform_features", "inputs['fare']"):
+        assert text in shown.stdout, text
+    assert "DT_INT64" in shown.stdout and "DT_FLOAT" in shown.stdout
+    # saved_model_cli accepts Python literals only (no NaN literal).
+    expressions = []
+    for name, feature in CONFIG.features.items():
+        if feature.dtype == "int":
+            expressions.append(f"{name}=[2]")
+        elif feature.is_vector:
+            expressions.append(f"{name}=[{[1e30] * feature.size}]")
+        else:
+            expressions.append(f"{name}=[-1e30]")
+    exprs = ";".join(expressions)
+    ran = _saved_model_cli(
+        "run",
+        "--dir",
+        str(standalone),
+        "--tag_set",
+        "serve",
+        "--signature_def",
+        "transform_features",
+        "--input_exprs",
+        exprs,
+    )
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    assert "Result for output key fare" in ran.stdout
+    ran = _saved_model_cli(
+        "run",
+        "--dir",
+        str(standalone),
+        "--tag_set",
+        "serve",
+        "--signature_def",
+        "serving_default",
+        "--input_examples",
+        'examples=[{"fare":[12.5],"passengers":[2]}]',
+    )
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    assert "Result for output key sensor" in ran.stdout
+
+
+# Models: a small tanh network trained on the transformed demo data, in both
+# Keras families.
+
+
+def _train(family, artifacts):
+    raw = _raw_rows(2000, seed=31)
+    transformed = _reference(artifacts, raw)
+    x = model_matrix(transformed, CONFIG).numpy()
+    y = (np.log1p(np.nan_to_num(raw["fare"], nan=10.0)) > 2.5).astype(np.float32)
+    layers = family.layers
+    inputs = family.Input((x.shape[1],), name="features")
+    hidden = layers.Dense(16, activation="tanh", name="tanh_1")(inputs)
+    hidden = layers.Dense(8, activation="tanh", name="tanh_2")(hidden)
+    outputs = layers.Dense(1, activation="sigmoid", name="probability")(hidden)
+    model = family.Model(inputs, outputs)
+    model.compile(optimizer="adam", loss="binary_crossentropy")
+    model.fit(x, y, epochs=3, batch_size=128, verbose=0)
+    return model
+
+
+FAMILIES = {"tf_keras": tf_keras, "keras3": keras}
+
+
+@pytest.fixture(scope="module")
+def models(artifacts):
+    return {name: _train(family, artifacts) for name, family in FAMILIES.items()}
+
+
+@pytest.fixture(params=list(FAMILIES))
+def trained(request, models):
+    return request.param, FAMILIES[request.param], models[request.param]
+
+
+def _first_tanh_units(family, model, x):
+    """Activations of the first tanh layer."""
+    probe = family.Model(model.inputs, model.get_layer("tanh_1").output)
+    return np.asarray(probe(x))
+
+
+def test_exported_model_is_finite_on_hostile_rows_where_the_bare_model_fails(
+    trained, artifacts, tmp_path
+):
+    name, family, model = trained
+    path = export(artifacts, tmp_path / f"served_{name}", model)
+    loaded = tf.saved_model.load(str(path))
+    hostile = _hostile(_raw_rows(600, seed=32))
+    predictions = loaded.signatures["serving_default"](
+        examples=tf.constant(_examples(hostile))
+    )["predictions"].numpy()
+    assert predictions.shape == (600, 1)
+    assert np.all(np.isfinite(predictions))
+    # The same model fed the raw values (same column order, no tanhguard).
+    raw_matrix = np.concatenate(
+        [np.asarray(hostile[n], np.float32).reshape(600, -1) for n in CONFIG.features],
+        axis=1,
+    )
+    with np.errstate(all="ignore"):
+        bare = np.asarray(model(raw_matrix))
+        units = _first_tanh_units(family, model, raw_matrix)
+    nan_rows = np.isnan(bare).any(axis=1).mean()
+    saturated = np.mean(np.abs(units[np.isfinite(units)]) == 1.0)
+    assert nan_rows > 0.5 and saturated > 0.3, (nan_rows, saturated)
+    guarded = _first_tanh_units(
+        family, model, model_matrix(_reference(artifacts, hostile), CONFIG)
+    )
+    assert np.mean(np.abs(guarded) == 1.0) < 0.01
+
+
+def test_exported_predictions_equal_tft_plus_the_model_in_python(
+    trained, artifacts, tmp_path
+):
+    name, _, model = trained
+    path = export(artifacts, tmp_path / f"served_{name}", model)
+    loaded = tf.saved_model.load(str(path))
+    raw = _hostile(_raw_rows(200, seed=33))
+    expected = np.asarray(model(model_matrix(_reference(artifacts, raw), CONFIG)))
+    by_examples = loaded.signatures["serving_default"](
+        examples=tf.constant(_examples(raw))
+    )["predictions"]
+    by_tensors = loaded.signatures["transform_features"](
+        **{n: tf.constant(v) for n, v in raw.items()}
+    )["predictions"]
+    np.testing.assert_allclose(by_examples.numpy(), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(by_tensors.numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_attach_takes_raw_features_of_any_numeric_dtype(trained, artifacts):
+    _, family, model = trained
+    guarded = attach(model, artifacts)
+    assert isinstance(guarded, family.Model)
+    raw = _hostile(_raw_rows(64, seed=34))
+    expected = np.asarray(model(model_matrix(_reference(artifacts, raw), CONFIG)))
+    widened = {
+        n: v.astype(np.float64) if v.dtype == np.float32 else v for n, v in raw.items()
+    }
+    widened["passengers"] = raw["passengers"].astype(np.float64)
+    np.testing.assert_allclose(
+        np.asarray(guarded(widened)), expected, rtol=1e-5, atol=1e-6
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "suffix"),
+    [
+        ("tf_keras", ".keras"),
+        ("tf_keras", ".h5"),
+        ("tf_keras", "_savedmodel"),
+        ("keras3", ".keras"),  # Keras 3 saves models as .keras only
+    ],
+)
+def test_cli_exports_a_model_file(models, artifacts, tmp_path, name, suffix):
+    family, model = FAMILIES[name], models[name]
+    model_path = tmp_path / f"model{suffix}"
+    if suffix == "_savedmodel":
+        model.save(str(model_path), save_format="tf")
+    else:
+        model.save(str(model_path))
+    reloaded = load_keras_model(model_path)
+    assert isinstance(reloaded, family.Model)
+    out = tmp_path / "served"
+    status = main(
+        [
+            "export",
+            "--artifacts",
+            str(artifacts),
+            "--model",
+            str(model_path),
+            "--output",
+            str(out),
+        ]
+    )
+    assert status == EXIT_OK
+    raw = _raw_rows(10, seed=35)
+    predictions = tf.saved_model.load(str(out)).signatures["serving_default"](
+        examples=tf.constant(_examples(raw))
+    )["predictions"]
+    expected = np.asarray(model(model_matrix(_reference(artifacts, raw), CONFIG)))
+    np.testing.assert_allclose(predictions.numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+# Bad input.
+
+
+def test_unknown_feature_is_an_error_naming_it(artifacts):
+    preprocessor = Preprocessor(artifacts)
+    with pytest.raises(ExportError, match=r"unknown feature\(s\) \['colour'\]"):
+        preprocessor({"fare": np.ones(2), "colour": np.ones(2)})
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "match"),
+    [
+        (
+            "embedding",
+            np.ones((2, 4)),
+            r"feature `embedding`: expected shape \[batch, 3\]",
+        ),
+        ("fare", np.ones((2, 2)), r"feature `fare`: expected shape \[batch\]"),
+        ("fare", np.array(["a", "b"]), r"feature `fare`: values must be numbers"),
+    ],
+    ids=["vector of the wrong length", "scalar given two columns", "strings"],
+)
+def test_wrong_shape_or_type_is_an_error_naming_the_feature(
+    artifacts, name, value, match
+):
+    with pytest.raises(ExportError, match=match):
+        Preprocessor(artifacts)({name: value})
+
+
+def test_export_from_a_directory_that_is_not_artifacts_fails_cleanly(tmp_path, capsys):
+    out = tmp_path / "out"
+    status = main(["export", "--artifacts", str(tmp_path), "--output", str(out)])
+    assert status == EXIT_ERROR
+    assert "not a tanhguard artifacts directory" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_missing_model_file_fails_cleanly(artifacts, tmp_path, capsys):
+    out = tmp_path / "out"
+    status = main(
+        [
+            "export",
+            "--artifacts",
+            str(artifacts),
+            "--model",
+            str(tmp_path / "absent.keras"),
+            "--output",
+            str(out),
+        ]
+    )
+    assert status == EXIT_ERROR
+    assert "absent.keras: no such model file" in capsys.readouterr().err
+    assert not out.exists()
