@@ -94,8 +94,8 @@ def pre_activations(inputs: np.ndarray, seed: int = DEMO_SEED) -> np.ndarray:
         return inputs.astype(np.float32) @ weights
 
 
-def model_matrix(columns: dict[str, np.ndarray], config: Config) -> np.ndarray:
-    """Stacks the model's input columns in config order: `[rows, inputs]`."""
+def raw_matrix(columns: dict[str, np.ndarray], config: Config) -> np.ndarray:
+    """Stacks the raw input columns in config order: `[rows, inputs]`."""
     parts = []
     for name in config.features:
         for column in config.csv_columns(name):
@@ -125,28 +125,23 @@ def compare_tanh(raw: np.ndarray, transformed: np.ndarray) -> dict[str, Any]:
 
 
 def transform_columns(artifacts: Path, csv_path: Path, config: Config) -> np.ndarray:
-    """Applies the saved TFT graph to the CSV rows; returns the model matrix."""
+    """Applies the saved TFT graph to the CSV rows; returns the model matrix
+    (`tanhguard.pipeline.export.model_matrix`)."""
     import tensorflow_transform as tft
     from tfx_bsl.tfxio import tensor_adapter
 
     from tanhguard.pipeline.csv_reader import read_csv_batches, tensor_adapter_config
+    from tanhguard.pipeline.export import model_matrix
 
     adapter = tensor_adapter.TensorAdapter(tensor_adapter_config(config))
     output = tft.TFTransformOutput(str(artifacts))
-    blocks = []
-    for batch in read_csv_batches(str(csv_path), config):
-        outputs = output.transform_raw_features(adapter.ToBatchTensors(batch))
-        blocks.append(
-            {
-                name: np.asarray(value).reshape(len(value), -1)
-                for name, value in outputs.items()
-            }
-        )
-    columns = [
-        np.concatenate([block[name] for block in blocks], axis=0)
-        for name in config.features
+    blocks = [
+        model_matrix(
+            output.transform_raw_features(adapter.ToBatchTensors(batch)), config
+        ).numpy()
+        for batch in read_csv_batches(str(csv_path), config)
     ]
-    return np.concatenate(columns, axis=1).astype(np.float32)
+    return np.concatenate(blocks, axis=0).astype(np.float32)
 
 
 def run_demo(output: str | Path, rows: int = 20_000) -> dict[str, Any]:
@@ -166,7 +161,7 @@ def run_demo(output: str | Path, rows: int = 20_000) -> dict[str, Any]:
     artifacts = output / "artifacts"
     stats = run_analyze(config, str(csv_path), artifacts)
     print(summary_table(stats))
-    raw = model_matrix(columns, config)
+    raw = raw_matrix(columns, config)
     transformed = transform_columns(artifacts, csv_path, config)
     result = compare_tanh(raw, transformed)
     print(
