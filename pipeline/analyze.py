@@ -18,8 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
-import numpy as np
-import tensorflow as tf
 import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -38,9 +36,9 @@ from tanhguard.pipeline.csv_reader import (
     raw_feature_spec,
     tensor_adapter_config,
 )
-from tanhguard.pipeline.scale_fitter import scale_fitter
+from tanhguard.pipeline.graph_stats import read_stats_vector
 from tanhguard.transforms.config import Config
-from tanhguard.transforms.fitting import NoFiniteValuesError, plan_slots
+from tanhguard.transforms.fitting import NoFiniteValuesError
 from tanhguard.transforms.preprocessing import (
     build_preprocessing_fn,
     unpack_stats_vector,
@@ -48,7 +46,6 @@ from tanhguard.transforms.preprocessing import (
 
 STATS_FILE = "stats.json"
 STATS_FORMAT_VERSION = 2
-_STATS_VECTOR_FILE = "stats_vector.npy"
 
 logger = logging.getLogger(__name__)
 
@@ -61,14 +58,12 @@ class AnalyzeFeatures(beam.PTransform):
     Output: the `(transform_fn, metadata)` pair of `tft_beam.AnalyzeDataset`.
     """
 
-    def __init__(self, config: Config, stats_vector_path: str):
+    def __init__(self, config: Config):
         super().__init__()
         self._config = config
-        self._stats_vector_path = stats_vector_path
 
     def expand(self, record_batches: beam.PCollection):
-        fitter = scale_fitter(plan_slots(self._config), self._stats_vector_path)
-        preprocessing_fn = build_preprocessing_fn(self._config, fitter)
+        preprocessing_fn = build_preprocessing_fn(self._config)
         return (
             record_batches,
             tensor_adapter_config(self._config),
@@ -137,7 +132,6 @@ def run_analyze(
     files = expand_pattern(data)
     _check_inputs(config, files)
     with atomic_output_dir(output, overwrite=overwrite) as staging:
-        vector_path = str(staging / _STATS_VECTOR_FILE)
         tft_temp = staging / ".tft_tmp"
         options = PipelineOptions(list(beam_args))
         try:
@@ -148,7 +142,7 @@ def run_analyze(
                 transform_fn = (
                     pipeline
                     | "ReadCsv" >> ReadCsv(files, config)
-                    | "AnalyzeFeatures" >> AnalyzeFeatures(config, vector_path)
+                    | "AnalyzeFeatures" >> AnalyzeFeatures(config)
                 )
                 _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(
                     str(staging)
@@ -166,8 +160,7 @@ def run_analyze(
             ),
             str(staging / tft.TFTransformOutput.RAW_METADATA_DIR),
         )
-        with tf.io.gfile.GFile(vector_path, "rb") as handle:
-            vector = np.load(handle)
+        vector = read_stats_vector(staging)
         stats = {
             "format_version": STATS_FORMAT_VERSION,
             **_versions(),
@@ -179,7 +172,6 @@ def run_analyze(
         # Keep the documented key order: num_rows before features.
         stats = {key: stats[key] for key in _STATS_KEY_ORDER}
         (staging / STATS_FILE).write_text(json.dumps(stats, indent=2) + "\n")
-        Path(vector_path).unlink()
         shutil.rmtree(tft_temp, ignore_errors=True)
     return stats
 

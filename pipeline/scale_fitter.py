@@ -1,4 +1,4 @@
-"""The last analysis phase on Beam: `mad` bounds, center/scale, statistics file.
+"""The last analysis phase on Beam: `mad` bounds, center/scale, statistics.
 
 Implemented as a TFT `ptransform_analyzer`, so it runs inside
 `tft_beam.AnalyzeDataset` on any Beam runner. TFT analyzers that depend on
@@ -19,7 +19,6 @@ from tfx_bsl.sketches import QuantilesSketch
 
 from tanhguard.transforms.analyzers import quantile_epsilon
 from tanhguard.transforms.fitting import (
-    GRAPH_FIELDS,
     ColumnMoments,
     Slot,
     column_moments,
@@ -28,6 +27,7 @@ from tanhguard.transforms.fitting import (
     merge_moments,
     phase0_field,
     slot_bounds_per_column,
+    stats_vector_length,
 )
 
 # The MAD sketch's rank error: the same as the reported quantiles'.
@@ -81,17 +81,16 @@ def _merge_all(parts) -> ColumnMoments | None:
     return merged
 
 
-class FitScaleAndWriteStats(beam.PTransform):
-    """Batches of `(x [rows, D], parameters [1, K0])` -> the `[4 * S]` vector
-    of centers, scales, lowers and uppers; writes the statistics vector."""
+class FitScale(beam.PTransform):
+    """Batches of `(x [rows, D], parameters [1, K0])` -> the statistics vector:
+    the parameters, then `FIT_FIELDS` (see `tanhguard.transforms.fitting`)."""
 
-    def __init__(self, slots: list[Slot], stats_path: str | None):
+    def __init__(self, slots: list[Slot]):
         super().__init__()
         self._slots = slots
-        self._stats_path = stats_path
 
     def expand(self, batches: beam.PCollection) -> list[beam.PCollection]:
-        slots, stats_path = self._slots, self._stats_path
+        slots = self._slots
         columns = sum(len(slot.columns) for slot in slots)
         parameters = (
             batches
@@ -118,11 +117,7 @@ class FitScaleAndWriteStats(beam.PTransform):
             return column_moments(batch[0], lower_col, upper_col, log_col)
 
         def finish(moments, parameters, mads):
-            fitted = fit(slots, parameters, mads, moments)
-            if stats_path is not None:
-                with tf.io.gfile.GFile(stats_path, "wb") as handle:
-                    np.save(handle, np.concatenate([parameters, fitted]))
-            return fitted[: len(GRAPH_FIELDS) * len(slots)]
+            return np.concatenate([parameters, fit(slots, parameters, mads, moments)])
 
         fitted = (
             batches
@@ -139,23 +134,14 @@ class FitScaleAndWriteStats(beam.PTransform):
         return [fitted]
 
 
-def scale_fitter(slots: list[Slot], stats_path: str | None):
-    """A `ScaleFitter` for `build_preprocessing_fn`.
-
-    Args:
-      slots: The config's slots (`tanhguard.transforms.fitting.plan_slots`).
-      stats_path: Where to write the statistics vector (any `tf.io.gfile`
-        path), or None to write nothing.
-    """
-
-    def fit_scale(x: tf.Tensor, parameters: tf.Tensor) -> tf.Tensor:
-        (fitted,) = tft.experimental.ptransform_analyzer(
-            [x, tf.reshape(parameters, [1, -1])],
-            FitScaleAndWriteStats(slots, stats_path),
-            output_dtypes=[tf.float64],
-            output_shapes=[[len(GRAPH_FIELDS) * len(slots)]],
-            name="tanhguard_fit_scale",
-        )
-        return fitted
-
-    return fit_scale
+def fit_scale(x: tf.Tensor, parameters: tf.Tensor, slots: list[Slot]) -> tf.Tensor:
+    """The `ScaleFitter` of `build_preprocessing_fn`: a TFT analyzer whose
+    output, the statistics vector, becomes a constant of the saved graph."""
+    (vector,) = tft.experimental.ptransform_analyzer(
+        [x, tf.reshape(parameters, [1, -1])],
+        FitScale(slots),
+        output_dtypes=[tf.float64],
+        output_shapes=[[stats_vector_length(len(slots))]],
+        name="tanhguard_fit_scale",
+    )
+    return vector

@@ -49,17 +49,21 @@ from tanhguard.transforms.fitting import (
 from tanhguard.transforms.mappers import apply_inf_policy, guard
 from tanhguard.transforms.nonfinite import densify
 
-ScaleFitter = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
+ScaleFitter = Callable[[tf.Tensor, tf.Tensor, list], tf.Tensor]
 """Runs the last analysis phase (`tanhguard.transforms.fitting`).
 
-Called once per trace with `(x, parameters)`: `x` is float64 `[batch, D]`,
-every feature's elements side by side after the inf policy (NaN for missing
-values; D is the total element count); `parameters` is the float64 vector of
-the first phase (`PHASE0_FIELDS`, field-major over the S slots). Returns
-float64 `[4 * S]`: centers, scales, lowers and uppers (`GRAPH_FIELDS`). The
-batch job's fitter (`tanhguard.pipeline.scale_fitter`) also writes the
-statistics.
+Called once per trace with `(x, parameters, slots)`: `x` is float64
+`[batch, D]`, every feature's elements side by side after the inf policy (NaN
+for missing values; D is the total element count); `parameters` is the float64
+vector of the first phase (`PHASE0_FIELDS`, field-major over the S slots);
+`slots` is `plan_slots(config)`. Returns the float64 statistics vector:
+`parameters`, then `FIT_FIELDS` over the slots. The default is the Beam
+analyzer `tanhguard.pipeline.scale_fitter.fit_scale`.
 """
+
+# Name of the statistics vector in the saved graph, where
+# `tanhguard.pipeline.graph_stats` finds it.
+STATS_VECTOR_NAME = "tanhguard_stats_vector"
 
 
 def total_elements(config: Config) -> int:
@@ -166,13 +170,15 @@ def _per_element(values: tf.Tensor, feature: FeatureConfig) -> tf.Tensor:
 
 
 def build_preprocessing_fn(
-    config: Config, fit_scale: ScaleFitter
+    config: Config, fit_scale: ScaleFitter | None = None
 ) -> Callable[[Mapping[str, Any]], dict[str, tf.Tensor]]:
     """Builds a TFT `preprocessing_fn` for a validated config.
 
     Args:
       config: The validated config.
-      fit_scale: The `ScaleFitter` that runs the last analysis phase.
+      fit_scale: The `ScaleFitter` that runs the last analysis phase; the
+        default is the Beam analyzer (imported when the function is traced:
+        the last phase is a Beam `PTransform` by nature).
 
     Returns:
       A function from raw features (one `SparseTensor` or dense tensor per
@@ -204,8 +210,17 @@ def build_preprocessing_fn(
         side_by_side = tf.concat(
             [tf.cast(xs[name], tf.float64) for name in config.features], axis=1
         )
-        fitted = fit_scale(side_by_side, parameters)
+        fitter = fit_scale
+        if fitter is None:
+            from tanhguard.pipeline.scale_fitter import fit_scale as fitter
         slots = total_slots(config)
+        # The statistics vector is an analyzer output, so the saved graph holds
+        # it as a constant under this name, with everything stats.json reports.
+        vector = tf.identity(
+            fitter(side_by_side, parameters, plan_slots(config)),
+            name=STATS_VECTOR_NAME,
+        )
+        fitted = vector[phase0_length(slots) :]
         applied = {
             key: fitted[i * slots : (i + 1) * slots]
             for i, key in enumerate(GRAPH_FIELDS)
