@@ -143,12 +143,14 @@ def compute_statistics(
             reduce_instance_dims=False,
             name="quantiles",
         )
+        # TFT 1.16 drops the static shape of some analyzer outputs; restore it.
+        columns = x.shape[1]
         return FeatureStatistics(
-            *counts,
-            mean=mean,
-            std=std,
-            min=minimum,
-            max=maximum,
-            boundaries=boundaries,
+            *(tf.reshape(count, [columns]) for count in counts),
+            mean=tf.reshape(mean, [columns]),
+            std=tf.reshape(std, [columns]),
+            min=tf.reshape(minimum, [columns]),
+            max=tf.reshape(maximum, [columns]),
+            boundaries=tf.reshape(boundaries, [columns, grid - 1]),
             grid=grid,
         )
