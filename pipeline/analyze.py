@@ -36,7 +36,7 @@ from tanhguard.pipeline.csv_reader import (
     raw_feature_spec,
     tensor_adapter_config,
 )
-from tanhguard.pipeline.graph_stats import read_stats_vector
+from tanhguard.pipeline.graph_stats import read_graph_stats
 from tanhguard.transforms.config import Config
 from tanhguard.transforms.fitting import NoFiniteValuesError
 from tanhguard.transforms.preprocessing import (
@@ -160,7 +160,7 @@ def run_analyze(
             ),
             str(staging / tft.TFTransformOutput.RAW_METADATA_DIR),
         )
-        vector = read_stats_vector(staging)
+        _, vector = read_graph_stats(staging)
         stats = {
             "format_version": STATS_FORMAT_VERSION,
             **_versions(),

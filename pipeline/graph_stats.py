@@ -9,22 +9,37 @@ and a TFX user does it on the Transform component's `transform_graph`.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
-from tanhguard.transforms.config import Config
-from tanhguard.transforms.preprocessing import STATS_VECTOR_NAME, unpack_stats_vector
+from tanhguard.transforms.config import Config, parse_config
+from tanhguard.transforms.preprocessing import (
+    CONFIG_NAME,
+    STATS_VECTOR_NAME,
+    unpack_stats_vector,
+)
 
 
 class GraphStatsError(ValueError):
     """A transform graph without tanhguard's statistics."""
 
 
-def read_stats_vector(transform_output: str | Path) -> np.ndarray:
-    """The statistics vector baked into `transform_output/transform_fn`.
+def _operation(function, name: str, transform_output) -> tf.Operation:
+    try:
+        return function.graph.get_operation_by_name(name)
+    except KeyError:
+        raise GraphStatsError(
+            f"{transform_output}: the transform graph has no `{name}`; it was not "
+            "built by tanhguard's preprocessing_fn"
+        ) from None
+
+
+def read_graph_stats(transform_output: str | Path) -> tuple[Config, np.ndarray]:
+    """The config and the statistics vector baked into a transform graph.
 
     Args:
       transform_output: A TFT output directory: tanhguard's artifacts, or a
@@ -35,30 +50,24 @@ def read_stats_vector(transform_output: str | Path) -> np.ndarray:
     """
     path = str(Path(transform_output) / "transform_fn")
     function = tf.saved_model.load(path).transform_fn
-    try:
-        operation = function.graph.get_operation_by_name(STATS_VECTOR_NAME)
-    except KeyError:
-        raise GraphStatsError(
-            f"{transform_output}: the transform graph has no `{STATS_VECTOR_NAME}`; "
-            "it was not built by tanhguard's preprocessing_fn"
-        ) from None
-    source = operation.inputs[0]
+    config_op = _operation(function, CONFIG_NAME, transform_output)
+    text = tf.make_ndarray(config_op.get_attr("value")).item().decode("utf-8")
+    config = parse_config(json.loads(text))
+    source = _operation(function, STATS_VECTOR_NAME, transform_output).inputs[0]
     for external, internal in function.graph.captures:
         if internal.name == source.name:
-            return np.asarray(external.numpy(), dtype=np.float64)
+            return config, np.asarray(external.numpy(), dtype=np.float64)
     raise GraphStatsError(
         f"{transform_output}: `{STATS_VECTOR_NAME}` is not a constant of the graph"
     )
 
 
-def stats_from_transform_graph(
-    transform_output: str | Path, config: Config
-) -> dict[str, Any]:
-    """stats.json's `num_rows` and `features` for a graph built with `config`.
+def stats_from_transform_graph(transform_output: str | Path) -> dict[str, Any]:
+    """stats.json's `num_rows`, `features` and `config` from a transform graph.
 
     Args:
       transform_output: tanhguard's artifacts, or a TFX Transform component's
         `transform_graph` URI.
-      config: The config the graph was built with.
     """
-    return unpack_stats_vector(config, read_stats_vector(transform_output))
+    config, vector = read_graph_stats(transform_output)
+    return {**unpack_stats_vector(config, vector), "config": config.to_json_dict()}

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from tanhguard.pipeline.analyze import load_stats, run_analyze
 from tanhguard.pipeline.artifacts import OutputExistsError
 from tanhguard.pipeline.csv_reader import DataError
+from tanhguard.pipeline.graph_stats import GraphStatsError, stats_from_transform_graph
 from tanhguard.transforms.analyzers import quantile_epsilon
 from tanhguard.transforms.config import parse_config
 
@@ -271,3 +272,31 @@ def test_existing_output_is_kept_without_overwrite(tmp_path, dataset):
     with pytest.raises(OutputExistsError, match="--overwrite"):
         run_analyze(CONFIG, str(dataset["csv"]), output)
     assert (output / "keep").read_text() == "x"
+
+
+def test_statistics_and_config_are_read_back_from_the_graph(dataset):
+    from_graph = stats_from_transform_graph(dataset["artifacts"])
+    stats = load_stats(dataset["artifacts"])
+    assert from_graph["features"] == stats["features"]
+    assert from_graph["config"] == stats["config"] == CONFIG.to_json_dict()
+    assert from_graph["num_rows"] == ROWS
+
+
+def test_graph_without_tanhguard_statistics_is_an_error(tmp_path):
+    import apache_beam as beam
+    import tensorflow_transform.beam as tft_beam
+    from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
+
+    def plain_fn(inputs):
+        return {"y": inputs["x"] - tft.mean(inputs["x"])}
+
+    spec = {"x": tf.io.FixedLenFeature([], tf.float32)}
+    metadata = dataset_metadata.DatasetMetadata(
+        schema_utils.schema_from_feature_spec(spec)
+    )
+    with beam.Pipeline() as pipeline, tft_beam.Context(temp_dir=str(tmp_path / "t")):
+        rows = pipeline | beam.Create([{"x": 1.0}, {"x": 3.0}])
+        transform_fn = (rows, metadata) | tft_beam.AnalyzeDataset(plain_fn)
+        _ = transform_fn | tft_beam.WriteTransformFn(str(tmp_path / "plain"))
+    with pytest.raises(GraphStatsError, match="not built by tanhguard"):
+        stats_from_transform_graph(tmp_path / "plain")

@@ -1,4 +1,8 @@
-"""tanhguard.transforms: the TensorFlow / TFT side (no Beam imports here)."""
+"""tanhguard.transforms: the TensorFlow / TFT side (no Beam imports here).
+
+`preprocessing_fn` is the TFX Transform entry point
+(`preprocessing_fn="tanhguard.transforms.preprocessing_fn"`).
+"""
 
 from tanhguard.transforms.config import (
     Config,
@@ -12,6 +16,7 @@ from tanhguard.transforms.preprocessing import (
     build_preprocessing_fn,
     unpack_stats_vector,
 )
+from tanhguard.transforms.tfx_module import preprocessing_fn
 
 __all__ = [
     "Config",
@@ -21,5 +26,6 @@ __all__ = [
     "config_json_schema",
     "load_config",
     "parse_config",
+    "preprocessing_fn",
     "unpack_stats_vector",
 ]

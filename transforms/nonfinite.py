@@ -12,7 +12,8 @@ def densify(
 
     Args:
       values: The raw feature: a `SparseTensor` (a `VarLenFeature`, where a row
-        with no value is missing) or a dense `[batch]` / `[batch, size]` tensor.
+        with no value is missing), a `RaggedTensor` (likewise), or a dense
+        `[batch]` / `[batch, size]` tensor.
         Integer values are cast to float32.
       size: Elements per row: 1 for a scalar feature, d for a vector `[d]`.
       name: Optional name scope.
@@ -24,6 +25,8 @@ def densify(
       with more than `size` values is an error when the graph runs.
     """
     with tf.name_scope(name or "densify"):
+        if isinstance(values, tf.RaggedTensor):
+            values = values.to_sparse()
         if isinstance(values, tf.SparseTensor):
             batch = values.dense_shape[0]
             values = tf.sparse.reset_shape(

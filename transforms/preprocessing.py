@@ -14,6 +14,7 @@ for every input value.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -61,9 +62,10 @@ vector of the first phase (`PHASE0_FIELDS`, field-major over the S slots);
 analyzer `tanhguard.pipeline.scale_fitter.fit_scale`.
 """
 
-# Name of the statistics vector in the saved graph, where
-# `tanhguard.pipeline.graph_stats` finds it.
+# Names of the statistics vector and of the config (JSON) in the saved graph,
+# where `tanhguard.pipeline.graph_stats` finds them.
 STATS_VECTOR_NAME = "tanhguard_stats_vector"
+CONFIG_NAME = "tanhguard_config"
 
 
 def total_elements(config: Config) -> int:
@@ -216,10 +218,17 @@ def build_preprocessing_fn(
         slots = total_slots(config)
         # The statistics vector is an analyzer output, so the saved graph holds
         # it as a constant under this name, with everything stats.json reports.
-        vector = tf.identity(
-            fitter(side_by_side, parameters, plan_slots(config)),
-            name=STATS_VECTOR_NAME,
+        # The config rides along as a string constant; the assertion keeps it
+        # in the saved graph (stateful ops are never pruned).
+        config_json = tf.constant(json.dumps(config.to_json_dict()), name=CONFIG_NAME)
+        keep_config = tf.debugging.assert_greater(
+            tf.strings.length(config_json), 0, name="tanhguard_config_present"
         )
+        with tf.control_dependencies([keep_config]):
+            vector = tf.identity(
+                fitter(side_by_side, parameters, plan_slots(config)),
+                name=STATS_VECTOR_NAME,
+            )
         fitted = vector[phase0_length(slots) :]
         applied = {
             key: fitted[i * slots : (i + 1) * slots]

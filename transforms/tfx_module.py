@@ -1,0 +1,178 @@
+"""The TFX entry point: `preprocessing_fn(inputs, custom_config)`.
+
+    Transform(
+        examples=example_gen.outputs["examples"],
+        schema=schema_gen.outputs["schema"],
+        preprocessing_fn="tanhguard.transforms.preprocessing_fn",
+        custom_config={"config": {...}},        # or {"config_path": "f.yaml"}
+    )
+
+`custom_config` keys:
+  config        the tanhguard config as a mapping (what the YAML holds), or
+  config_path   a YAML config file (any path `tf.io.gfile` opens);
+  passthrough   optional list of features copied unchanged (labels, keys): a
+                scalar each, densified with 0 (or "") where missing.
+
+Feature names and dtypes come from the TFX schema where the config does not
+give them: a config without `features` takes every numeric schema feature but
+the passthrough ones; a vector's `shape` is read from a fixed-length feature;
+the dtype always follows the schema. A configured feature the schema lacks is
+an error naming it.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+import tensorflow as tf
+import yaml
+
+from tanhguard.transforms.config import Config, ConfigError, parse_config
+from tanhguard.transforms.preprocessing import build_preprocessing_fn
+
+_KEYS = ("config", "config_path", "passthrough")
+
+
+def _raw_config(custom_config: Any) -> dict[str, Any]:
+    """The config mapping from `custom_config`, validated for shape only."""
+    if not isinstance(custom_config, Mapping):
+        raise ConfigError(
+            "tanhguard needs the Transform component's `custom_config` with "
+            "`config` (a mapping) or `config_path` (a YAML file). "
+            f"Received: {custom_config!r}"
+        )
+    unknown = sorted(set(custom_config) - set(_KEYS))
+    if unknown:
+        raise ConfigError(
+            f"custom_config: unknown key(s) {unknown}; expected `config` or "
+            "`config_path`, and optionally `passthrough`"
+        )
+    if ("config" in custom_config) == ("config_path" in custom_config):
+        raise ConfigError(
+            "custom_config: give exactly one of `config` (a mapping) and "
+            f"`config_path` (a YAML file). Received keys: {sorted(custom_config)}"
+        )
+    if "config" in custom_config:
+        raw = custom_config["config"]
+        if not isinstance(raw, Mapping):
+            raise ConfigError(
+                f"custom_config: `config` must be a mapping. Received: {raw!r}"
+            )
+        return copy.deepcopy(dict(raw))
+    path = custom_config["config_path"]
+    try:
+        with tf.io.gfile.GFile(path, "r") as handle:
+            raw = yaml.safe_load(handle.read())
+    except (tf.errors.NotFoundError, OSError) as error:
+        raise ConfigError(f"custom_config: `config_path` {path}: {error}") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{path}: config must be a mapping. Received: {raw!r}")
+    return dict(raw)
+
+
+def _passthrough(custom_config: Mapping[str, Any]) -> list[str]:
+    names = custom_config.get("passthrough", [])
+    if not isinstance(names, (list, tuple)) or not all(
+        isinstance(name, str) for name in names
+    ):
+        raise ConfigError(
+            f"custom_config: `passthrough` must be a list of feature names. "
+            f"Received: {names!r}"
+        )
+    return list(names)
+
+
+def _is_numeric(value: Any) -> bool:
+    dtype = getattr(value, "dtype", None)
+    return dtype is not None and (dtype.is_floating or dtype.is_integer)
+
+
+def _fixed_length(value: Any) -> int | None:
+    """d for a dense `[batch, d]` input with d > 1, else None."""
+    if isinstance(value, tf.Tensor) and value.shape.rank == 2:
+        size = value.shape[1]
+        return size if size is not None and size > 1 else None
+    return None
+
+
+def config_for_inputs(
+    custom_config: Any, inputs: Mapping[str, Any]
+) -> tuple[Config, list[str]]:
+    """The validated config, completed from the schema's inputs.
+
+    Returns:
+      `(config, passthrough)`.
+
+    Raises:
+      ConfigError: `custom_config` is missing or malformed, the config breaks a
+        rule, or a configured or passthrough feature is not in the schema.
+    """
+    raw = _raw_config(custom_config)
+    passthrough = _passthrough(custom_config)
+    absent = [name for name in passthrough if name not in inputs]
+    if absent:
+        raise ConfigError(
+            f"custom_config: `passthrough` feature(s) {absent} are not in the "
+            f"schema. Schema features: {sorted(inputs)}"
+        )
+    features = raw.get("features")
+    if not features:
+        features = {
+            name: {}
+            for name, value in inputs.items()
+            if name not in passthrough and _is_numeric(value)
+        }
+    features = {name: dict(spec or {}) for name, spec in features.items()}
+    for name, spec in features.items():
+        if name not in inputs:
+            raise ConfigError(
+                f"feature `{name}`: configured but not in the schema. "
+                f"Schema features: {sorted(inputs)}"
+            )
+        value = inputs[name]
+        if not _is_numeric(value):
+            raise ConfigError(
+                f"feature `{name}`: the schema gives it dtype "
+                f"{getattr(value, 'dtype', type(value))}; tanhguard needs numbers"
+            )
+        spec["dtype"] = "int" if value.dtype.is_integer else "float"
+        if "shape" not in spec and _fixed_length(value):
+            spec["shape"] = [_fixed_length(value)]
+    raw["features"] = features
+    return parse_config(raw), passthrough
+
+
+def _dense_passthrough(value: Any) -> tf.Tensor:
+    """A scalar feature as a dense `[batch]` tensor (0 or "" where missing)."""
+    if isinstance(value, tf.RaggedTensor):
+        value = value.to_sparse()
+    if isinstance(value, tf.SparseTensor):
+        default = "" if value.dtype == tf.string else 0
+        batch = value.dense_shape[0]
+        value = tf.sparse.to_dense(
+            tf.sparse.reset_shape(value, tf.stack([batch, tf.constant(1, tf.int64)])),
+            default_value=tf.cast(default, value.dtype),
+        )
+    return tf.reshape(value, [-1])
+
+
+def preprocessing_fn(
+    inputs: Mapping[str, Any], custom_config: Any = None
+) -> dict[str, tf.Tensor]:
+    """TFX Transform's `preprocessing_fn` for tanhguard (see the module doc).
+
+    Returns:
+      The transformed features (`name`, and `name__missing` / `name__clipped`
+      when configured), float32, plus the passthrough features unchanged.
+    """
+    config, passthrough = config_for_inputs(custom_config, inputs)
+    outputs = build_preprocessing_fn(config)(
+        {name: inputs[name] for name in config.features}
+    )
+    for name in passthrough:
+        outputs[name] = _dense_passthrough(inputs[name])
+    return outputs
