@@ -1,82 +1,142 @@
 #!/usr/bin/env python3
 """Set-up and entry points that need nothing but Python and pip.
 
-    python3 dev.py demo    # create/reuse .venv, install pinned, run `tanhguard demo`
-    python3 dev.py test    # create/reuse .venv, install pinned, ruff + pytest
+    python3 dev.py demo         # .venv: install pinned, run `tanhguard demo`
+    python3 dev.py test         # ruff, then pytest in .venv (Python 3.11+) and
+                                # in .venv-tfx (Python 3.10, TFX 1.16)
+    python3 dev.py test-main    # only the .venv suite
+    python3 dev.py test-tfx     # only the .venv-tfx suite (tests/ + tests_tfx/)
+    python3 dev.py tfx-example  # run examples/tfx/pipeline.py in .venv-tfx
 
-The install is skipped when .venv already holds exactly what setup.py and the
-constraints file ask for (a hash of both is kept in .venv).
+Each environment is created once and reinstalled only when setup.py, its
+constraints file or its Python change (a hash of them is kept inside it).
+The TFX environment needs a Python 3.10: $TANHGUARD_PYTHON310, `python3.10` on
+PATH, or a pyenv 3.10. Without one, `test` runs the main suite, says so, and
+fails if $TANHGUARD_REQUIRE_TFX is set (CI sets it).
 """
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
-import venv
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
-VENV = ROOT / ".venv"
-CONSTRAINTS = ROOT / "constraints" / "py311.txt"
-STAMP = VENV / ".tanhguard-install"
 
 
-def _bin(name: str) -> str:
-    return str(VENV / ("Scripts" if os.name == "nt" else "bin") / name)
+@dataclass(frozen=True)
+class Environment:
+    folder: Path
+    constraints: Path
+    extras: str
+
+    def bin(self, name: str) -> str:
+        return str(self.folder / ("Scripts" if os.name == "nt" else "bin") / name)
 
 
-def _install_fingerprint() -> str:
+MAIN = Environment(ROOT / ".venv", ROOT / "constraints" / "py311.txt", "test")
+TFX = Environment(
+    ROOT / ".venv-tfx", ROOT / "constraints" / "py310-tfx.txt", "test,tfx"
+)
+
+
+def find_python310() -> str | None:
+    """A Python 3.10 interpreter for the TFX environment, or None."""
+    candidates = [os.environ.get("TANHGUARD_PYTHON310"), shutil.which("python3.10")]
+    pyenv = os.path.expanduser("~/.pyenv/versions/3.10*/bin/python")
+    candidates += sorted(glob.glob(pyenv), reverse=True)
+    for candidate in candidates:
+        if candidate and Path(candidate).exists():
+            return candidate
+    return None
+
+
+def _fingerprint(env: Environment, python: str) -> str:
     digest = hashlib.sha256()
-    for path in (ROOT / "setup.py", CONSTRAINTS):
+    for path in (ROOT / "setup.py", env.constraints):
         digest.update(path.read_bytes())
-    digest.update(sys.version.encode())
+    version = subprocess.run(
+        [python, "-c", "import sys; print(sys.version)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    digest.update(version.encode())
     return digest.hexdigest()
 
 
-def ensure_venv() -> None:
-    """Creates .venv and installs the pinned dependencies, once."""
-    if not Path(_bin("python")).exists():
-        print(f"Creating {VENV}", flush=True)
-        venv.EnvBuilder(with_pip=True).create(VENV)
-    fingerprint = _install_fingerprint()
-    if STAMP.exists() and STAMP.read_text() == fingerprint:
+def ensure(env: Environment, python: str) -> None:
+    """Creates the environment and installs the pinned dependencies, once."""
+    if not Path(env.bin("python")).exists():
+        print(f"Creating {env.folder}", flush=True)
+        subprocess.run([python, "-m", "venv", str(env.folder)], check=True)
+    stamp = env.folder / ".tanhguard-install"
+    fingerprint = _fingerprint(env, env.bin("python"))
+    if stamp.exists() and stamp.read_text() == fingerprint:
         return
-    print("Installing tanhguard and its pinned dependencies (a few minutes)...")
+    print(f"Installing into {env.folder.name} (pinned; a few minutes)...", flush=True)
+    pip = [env.bin("python"), "-m", "pip", "install", "--quiet"]
+    subprocess.run([*pip, "--upgrade", "pip"], check=True)
     subprocess.run(
-        [_bin("python"), "-m", "pip", "install", "--quiet", "--upgrade", "pip"],
+        [*pip, "-c", str(env.constraints), "-e", f"{ROOT}[{env.extras}]"],
         check=True,
     )
-    subprocess.run(
-        [
-            _bin("python"),
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "-c",
-            str(CONSTRAINTS),
-            "-e",
-            f"{ROOT}[test]",
-        ],
-        check=True,
+    stamp.write_text(fingerprint)
+
+
+def run_main_tests(args: list[str]) -> int:
+    ensure(MAIN, sys.executable)
+    for check in (["ruff", "check", "."], ["ruff", "format", "--check", "."]):
+        if subprocess.call([MAIN.bin(check[0]), *check[1:]]) != 0:
+            return 1
+    print("== tests, main environment (.venv) ==", flush=True)
+    return subprocess.call([MAIN.bin("python"), "-m", "pytest", *args])
+
+
+def run_tfx_tests(args: list[str], python: str) -> int:
+    ensure(TFX, python)
+    print("== tests, TFX environment (.venv-tfx) ==", flush=True)
+    return subprocess.call(
+        [TFX.bin("python"), "-m", "pytest", "tests", "tests_tfx", *args]
     )
-    STAMP.write_text(fingerprint)
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("demo", "test"):
+    commands = ("demo", "test", "test-main", "test-tfx", "tfx-example")
+    if not argv or argv[0] not in commands:
         print(__doc__)
         return 2
-    ensure_venv()
     os.chdir(ROOT)
-    if argv[0] == "demo":
-        return subprocess.call([_bin("tanhguard"), "demo", *argv[1:]])
-    for check in (["ruff", "check", "."], ["ruff", "format", "--check", "."]):
-        if subprocess.call([_bin(check[0]), *check[1:]]) != 0:
-            return 1
-    return subprocess.call([_bin("python"), "-m", "pytest", *argv[1:]])
+    command, args = argv[0], argv[1:]
+    if command == "demo":
+        ensure(MAIN, sys.executable)
+        return subprocess.call([MAIN.bin("tanhguard"), "demo", *args])
+    if command == "test-main":
+        return run_main_tests(args)
+    python = find_python310()
+    if command in ("test-tfx", "tfx-example") and python is None:
+        print("No Python 3.10 found: set TANHGUARD_PYTHON310", file=sys.stderr)
+        return 1
+    if command == "test-tfx":
+        return run_tfx_tests(args, python)
+    if command == "tfx-example":
+        ensure(TFX, python)
+        script = str(ROOT / "examples" / "tfx" / "pipeline.py")
+        return subprocess.call([TFX.bin("python"), script, *args])
+    status = run_main_tests(args)
+    if python is None:
+        print(
+            "TFX environment not tested: no Python 3.10 found "
+            "(set TANHGUARD_PYTHON310).",
+            file=sys.stderr,
+        )
+        return status or (1 if os.environ.get("TANHGUARD_REQUIRE_TFX") else 0)
+    return status or run_tfx_tests(args, python)
 
 
 if __name__ == "__main__":

@@ -40,6 +40,8 @@ setup(
             "ruff==0.17.6",
             "scikit-learn>=1.4",
         ],
+        # The TFX environment (Python 3.10): constraints/py310-tfx.txt pins it.
+        "tfx": ["tfx>=1.16,<1.17", "apache-beam[gcp]>=2.60,<2.61", "dill"],
     },
     entry_points={"console_scripts": ["tanhguard = tanhguard.pipeline.cli:main"]},
 )
