@@ -14,13 +14,15 @@ from tanhguard.pipeline.cli import EXIT_OK, main
 from tanhguard.pipeline.demo import demo_config, generate_demo_rows, write_demo_csv
 
 README = Path(__file__).parent.parent / "README.md"
-SECTION = ("## Serving", "## What the graph computes")
+SECTION = "## Serving"
 
 
 def _blocks() -> list[tuple[str, str]]:
+    """The fenced blocks of the serving section (up to the next `## `)."""
     text = README.read_text()
-    start = text.index(SECTION[0])
-    section = text[start : text.index(SECTION[1], start)]
+    start = text.index(SECTION)
+    end = text.find("\n## ", start + len(SECTION))
+    section = text[start : end if end != -1 else len(text)]
     return re.findall(r"```(\w+)\n(.*?)```", section, flags=re.DOTALL)
 
 
