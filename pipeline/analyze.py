@@ -30,13 +30,12 @@ from tensorflow_transform.tf_metadata import (
 from tanhguard.pipeline.artifacts import atomic_output_dir
 from tanhguard.pipeline.csv_reader import (
     DataError,
-    ReadCsv,
-    check_header,
     expand_pattern,
     raw_feature_spec,
     tensor_adapter_config,
 )
 from tanhguard.pipeline.graph_stats import read_graph_stats
+from tanhguard.pipeline.readers import ReadRecordBatches, check_file, detect_format
 from tanhguard.transforms.config import Config
 from tanhguard.transforms.fitting import NoFiniteValuesError
 from tanhguard.transforms.preprocessing import (
@@ -94,11 +93,11 @@ def _find_data_error(error: BaseException) -> BaseException | None:
     return None
 
 
-def _check_inputs(config: Config, files: Sequence[str]) -> None:
-    has_rows = [check_header(path, config) for path in files]
+def _check_inputs(config: Config, files: Sequence[str], fmt: str) -> None:
+    has_rows = [check_file(path, config, fmt) for path in files]
     if not any(has_rows):
         raise DataError(
-            f"no data rows: {len(files)} file(s) hold a header and nothing else "
+            f"no data rows: {len(files)} file(s) hold no rows "
             f"({', '.join(files[:3])}{', ...' if len(files) > 3 else ''})"
         )
 
@@ -109,16 +108,19 @@ def run_analyze(
     output: str | Path,
     beam_args: Sequence[str] = (),
     overwrite: bool = False,
+    fmt: str | None = None,
 ) -> dict[str, Any]:
-    """Analyzes the CSV files matching `data` and writes the artifacts.
+    """Analyzes the files matching `data` and writes the artifacts.
 
     Args:
       config: The validated config.
-      data: A path or glob of CSV files with a header row.
+      data: A path or glob of CSV, TFRecord or Parquet files (see
+        `tanhguard.pipeline.readers`).
       output: The artifacts directory; it appears only when complete.
       beam_args: Beam pipeline flags, e.g. `--runner=...`; the default is the
         in-process DirectRunner.
       overwrite: Replace an existing `output`.
+      fmt: `csv`, `tfrecord` or `parquet`; by default, from the file names.
 
     Returns:
       The content of stats.json.
@@ -130,7 +132,8 @@ def run_analyze(
     """
     started = time.monotonic()
     files = expand_pattern(data)
-    _check_inputs(config, files)
+    fmt = detect_format(files, fmt)
+    _check_inputs(config, files, fmt)
     with atomic_output_dir(output, overwrite=overwrite) as staging:
         tft_temp = staging / ".tft_tmp"
         options = PipelineOptions(list(beam_args))
@@ -141,7 +144,7 @@ def run_analyze(
             ):
                 transform_fn = (
                     pipeline
-                    | "ReadCsv" >> ReadCsv(files, config)
+                    | "Read" >> ReadRecordBatches(files, config, fmt)
                     | "AnalyzeFeatures" >> AnalyzeFeatures(config)
                 )
                 _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(
@@ -165,7 +168,7 @@ def run_analyze(
             "format_version": STATS_FORMAT_VERSION,
             **_versions(),
             **unpack_stats_vector(config, vector),
-            "data": {"pattern": data, "files": files},
+            "data": {"pattern": data, "format": fmt, "files": files},
             "config": config.to_json_dict(),
             "elapsed_seconds": round(time.monotonic() - started, 3),
         }

@@ -24,14 +24,21 @@ def _parser() -> argparse.ArgumentParser:
 
     analyze = commands.add_parser(
         "analyze",
-        help="compute statistics and bounds over CSV files; write the TFT graph",
+        help="compute statistics and bounds over a dataset; write the TFT graph",
         description=(
             "Unrecognised flags are passed to Apache Beam, e.g. "
             "--runner=DataflowRunner or --direct_running_mode=multi_processing."
         ),
     )
     analyze.add_argument("--config", required=True, help="YAML feature config")
-    analyze.add_argument("--data", required=True, help="CSV file or glob")
+    analyze.add_argument(
+        "--data", required=True, help="CSV, TFRecord or Parquet file, or a glob"
+    )
+    analyze.add_argument(
+        "--format",
+        choices=("csv", "tfrecord", "parquet"),
+        help="input format (default: from the file names)",
+    )
     analyze.add_argument("--output", required=True, help="artifacts directory")
     analyze.add_argument(
         "--overwrite", action="store_true", help="replace an existing --output"
@@ -110,7 +117,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             config = load_config(args.config)
             stats = run_analyze(
-                config, args.data, args.output, beam_args, overwrite=args.overwrite
+                config,
+                args.data,
+                args.output,
+                beam_args,
+                overwrite=args.overwrite,
+                fmt=args.format,
             )
             _print_summary(stats, args.output)
         elif args.command == "export":

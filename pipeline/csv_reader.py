@@ -11,7 +11,6 @@ import csv
 import io
 from collections.abc import Iterator, Sequence
 
-import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pa_csv
@@ -264,23 +263,3 @@ def _explain_arrow_error(error: Exception, column_types: dict) -> str:
     elif "No match for FieldRef" in message or "not found" in message:
         hint = f" (expected columns: {sorted(column_types)})"
     return message + hint
-
-
-class ReadCsv(beam.PTransform):
-    """Reads CSV files into a PCollection of record batches (see `arrow_schema`)."""
-
-    def __init__(self, files: Sequence[str], config: Config, block_size: int = 0):
-        super().__init__()
-        self._files = list(files)
-        self._config = config
-        self._block_size = block_size or DEFAULT_BLOCK_SIZE
-
-    def expand(self, pipeline: beam.Pipeline) -> beam.PCollection:
-        config, block_size = self._config, self._block_size
-        return (
-            pipeline
-            | "ListFiles" >> beam.Create(self._files)
-            | "Reshuffle" >> beam.Reshuffle()
-            | "ReadBlocks"
-            >> beam.FlatMap(lambda path: read_csv_batches(path, config, block_size))
-        )

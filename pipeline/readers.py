@@ -1,0 +1,293 @@
+"""Readers for CSV, TFRecord (of `tf.Example`, plain or gzip) and Parquet.
+
+Every reader streams a file as Arrow record batches in one layout (see
+`csv_reader.arrow_schema`): a `list<float32>` or `list<int64>` column per
+feature, holding d values for a vector and no value when missing. Files are
+read one per Beam element, so many files are read in parallel.
+
+Feature layout per format:
+  csv       a header; a scalar `x` is column `x`; a vector is `x_0` ... `x_{d-1}`.
+  tfrecord  `tf.Example`s; `x` is a float_list (int64_list for `dtype: int`)
+            with 1 value, or d for a vector; an absent feature is missing.
+  parquet   a scalar is a numeric column `x`; a vector is a list column `x` or
+            the columns `x_0` ... `x_{d-1}`; null is missing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import tensorflow as tf
+from tensorflow_transform.tf_metadata import schema_utils
+
+from tanhguard.pipeline.csv_reader import (
+    DataError,
+    _arrow_value_type,
+    _feature_column,
+    arrow_schema,
+    check_header,
+    raw_feature_spec,
+    read_csv_batches,
+)
+from tanhguard.transforms.config import Config
+
+FORMATS = ("csv", "tfrecord", "parquet")
+_SUFFIXES = {
+    ".csv": "csv",
+    ".tfrecord": "tfrecord",
+    ".tfrecords": "tfrecord",
+    ".tfrecord.gz": "tfrecord",
+    ".tfrecords.gz": "tfrecord",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
+TFRECORD_BATCH = 4096
+PARQUET_BATCH = 65536
+
+
+def detect_format(files: Sequence[str], explicit: str | None = None) -> str:
+    """The input format: `explicit`, or the one every file's suffix names.
+
+    Raises:
+      DataError: an unknown `explicit` format, a suffix that names no format,
+        or files of different formats.
+    """
+    if explicit is not None:
+        if explicit not in FORMATS:
+            raise DataError(f"--format must be one of {FORMATS}. Received: {explicit}")
+        return explicit
+    found = {}
+    for path in files:
+        name = path.lower()
+        kind = next(
+            (fmt for suffix, fmt in _SUFFIXES.items() if name.endswith(suffix)), None
+        )
+        if kind is None:
+            raise DataError(
+                f"{path}: cannot tell the format from the file name (known: "
+                f"{', '.join(sorted(_SUFFIXES))}); pass --format {'|'.join(FORMATS)}"
+            )
+        found.setdefault(kind, path)
+    if len(found) > 1:
+        raise DataError(
+            "the files mix formats "
+            + ", ".join(f"{kind} ({path})" for kind, path in found.items())
+            + "; analyze one format at a time or pass --format"
+        )
+    return next(iter(found))
+
+
+def _is_gzip(path: str) -> bool:
+    with tf.io.gfile.GFile(path, "rb") as handle:
+        return handle.read(2) == b"\x1f\x8b"
+
+
+def _tfrecord_dataset(path: str) -> tf.data.Dataset:
+    compression = "GZIP" if _is_gzip(path) else ""
+    return tf.data.TFRecordDataset(path, compression_type=compression)
+
+
+def _decoder(config: Config):
+    from tfx_bsl.coders import example_coder
+
+    schema = schema_utils.schema_from_feature_spec(raw_feature_spec(config))
+    return example_coder.ExamplesToRecordBatchDecoder(schema.SerializeToString())
+
+
+def _conform(
+    path: str, batch: pa.RecordBatch, config: Config, noun: str, first: int
+) -> pa.RecordBatch:
+    """Casts decoded list columns to the layout, checking vector lengths."""
+    schema = arrow_schema(config)
+    arrays = []
+    for name, feature in config.features.items():
+        column = batch.column(name).cast(schema.field(name).type)
+        lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False)
+        lengths = np.nan_to_num(lengths.astype(np.float64), nan=0.0)
+        bad = (lengths != 0) & (lengths != feature.size)
+        if bad.any():
+            index = int(np.argmax(bad))
+            raise DataError(
+                f"{path}: {noun} {first + index}: feature `{name}`: holds "
+                f"{int(lengths[index])} value(s); `shape` needs "
+                f"{feature.size} (or none: missing)"
+            )
+        arrays.append(column)
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+def read_tfrecord_batches(path: str, config: Config) -> Iterator[pa.RecordBatch]:
+    """Streams a TFRecord file of `tf.Example`s (plain or gzip).
+
+    Raises:
+      DataError: a record is not a `tf.Example`, a feature has the wrong value
+        type or length, or the file is truncated or corrupt; the message names
+        the file (and the record, when known).
+    """
+    decoder = _decoder(config)
+    first = 1
+    try:
+        for records in _tfrecord_dataset(path).batch(TFRECORD_BATCH):
+            serialized = records.numpy().tolist()
+            try:
+                decoded = decoder.DecodeBatch(serialized)
+            except RuntimeError as error:
+                raise DataError(
+                    f"{path}: records {first}-{first + len(serialized) - 1}: "
+                    f"not valid tf.Examples for the config: {error}"
+                ) from None
+            yield _conform(path, decoded, config, "record", first)
+            first += len(serialized)
+    except tf.errors.OpError as error:
+        raise DataError(
+            f"{path}: cannot read the TFRecord file after {first - 1} record(s) "
+            f"(truncated or corrupt?): {error.message}"
+        ) from None
+
+
+def _parquet_plan(path: str, schema: pa.Schema, config: Config) -> dict:
+    """Per feature: the Parquet column(s) and whether it is a list column."""
+    plan = {}
+    names = set(schema.names)
+    for name, feature in config.features.items():
+        wanted = _arrow_value_type(feature.dtype)
+        if feature.is_vector and name in names:
+            field = schema.field(name)
+            if not (
+                pa.types.is_list(field.type) or pa.types.is_large_list(field.type)
+            ) or not _numeric_matches(field.type.value_type, wanted):
+                raise DataError(
+                    f"{path}: feature `{name}`: column `{name}` has type "
+                    f"{field.type}; a vector needs a list of "
+                    f"{'integers' if feature.dtype == 'int' else 'numbers'}"
+                )
+            plan[name] = ([name], True)
+            continue
+        columns = [name] if not feature.is_vector else config.csv_columns(name)
+        absent = [c for c in columns if c not in names]
+        if absent:
+            raise DataError(
+                f"{path}: feature `{name}`: column(s) {absent} not in the file. "
+                f"Columns: {sorted(names)[:12]}"
+            )
+        for column in columns:
+            kind = schema.field(column).type
+            if not _numeric_matches(kind, wanted):
+                raise DataError(
+                    f"{path}: feature `{name}`: column `{column}` has type {kind}; "
+                    f"`dtype: {feature.dtype}` needs "
+                    f"{'an integer' if feature.dtype == 'int' else 'a numeric'} "
+                    "column"
+                )
+        plan[name] = (columns, False)
+    return plan
+
+
+def _numeric_matches(kind: pa.DataType, wanted: pa.DataType) -> bool:
+    if pa.types.is_integer(wanted):
+        return pa.types.is_integer(kind)
+    return pa.types.is_integer(kind) or pa.types.is_floating(kind)
+
+
+def check_parquet(path: str, config: Config) -> bool:
+    """Checks a Parquet file's columns against the config; True if it has rows."""
+    try:
+        parquet = pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as error:
+        raise DataError(f"{path}: not a readable Parquet file: {error}") from None
+    _parquet_plan(path, parquet.schema_arrow, config)
+    return parquet.metadata.num_rows > 0
+
+
+def read_parquet_batches(path: str, config: Config) -> Iterator[pa.RecordBatch]:
+    """Streams a Parquet file, only the configured columns."""
+    parquet = pq.ParquetFile(path)
+    plan = _parquet_plan(path, parquet.schema_arrow, config)
+    schema = arrow_schema(config)
+    wanted = sorted({c for columns, _ in plan.values() for c in columns})
+    first_row = 1
+    try:
+        for batch in parquet.iter_batches(batch_size=PARQUET_BATCH, columns=wanted):
+            arrays = []
+            for name, (columns, is_list) in plan.items():
+                if is_list:
+                    column = batch.column(name)
+                    arrays.append(column)
+                else:
+                    arrays.append(
+                        _feature_column(
+                            path,
+                            name,
+                            columns,
+                            [batch.column(c) for c in columns],
+                            config.features[name].dtype,
+                            first_row,
+                        )
+                    )
+            decoded = pa.RecordBatch.from_arrays(
+                arrays, names=[field.name for field in schema]
+            )
+            yield _conform(path, decoded, config, "row", first_row)
+            first_row += batch.num_rows
+    except (pa.ArrowInvalid, OSError) as error:
+        raise DataError(f"{path}: cannot read the Parquet file: {error}") from None
+
+
+def check_tfrecord(path: str, config: Config) -> bool:
+    """Parses the first record; True if the file has one."""
+    try:
+        first = next(iter(_tfrecord_dataset(path).take(1)), None)
+    except tf.errors.OpError as error:
+        raise DataError(
+            f"{path}: not a readable TFRecord file: {error.message}"
+        ) from None
+    if first is None:
+        return False
+    try:
+        _decoder(config).DecodeBatch([first.numpy()])
+    except RuntimeError as error:
+        raise DataError(f"{path}: record 1: not a valid tf.Example: {error}") from None
+    return True
+
+
+def check_file(path: str, config: Config, fmt: str) -> bool:
+    """Checks a file before the pipeline starts; True if it holds rows."""
+    if fmt == "csv":
+        return check_header(path, config)
+    if fmt == "parquet":
+        return check_parquet(path, config)
+    return check_tfrecord(path, config)
+
+
+def read_batches(path: str, config: Config, fmt: str) -> Iterator[pa.RecordBatch]:
+    """Record batches of one file in the given format."""
+    if fmt == "csv":
+        return read_csv_batches(path, config)
+    if fmt == "parquet":
+        return read_parquet_batches(path, config)
+    return read_tfrecord_batches(path, config)
+
+
+class ReadRecordBatches(beam.PTransform):
+    """Files of one format -> a PCollection of record batches."""
+
+    def __init__(self, files: Sequence[str], config: Config, fmt: str):
+        super().__init__()
+        self._files = list(files)
+        self._config = config
+        self._format = fmt
+
+    def expand(self, pipeline: beam.Pipeline) -> beam.PCollection:
+        config, fmt = self._config, self._format
+        return (
+            pipeline
+            | "ListFiles" >> beam.Create(self._files)
+            | "Reshuffle" >> beam.Reshuffle()
+            | "ReadBatches"
+            >> beam.FlatMap(lambda path: read_batches(path, config, fmt))
+        )

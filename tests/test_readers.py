@@ -1,0 +1,184 @@
+"""CSV, Parquet and TFRecord (plain and gzip, many files) give the same
+statistics; bad files fail with an error naming them and leave no output."""
+
+import gzip
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import tensorflow as tf
+
+from tanhguard.pipeline.analyze import run_analyze
+from tanhguard.pipeline.csv_reader import DataError
+from tanhguard.pipeline.readers import detect_format
+from tanhguard.transforms.config import parse_config
+
+ROWS = 1500
+CONFIG = parse_config(
+    {
+        "features": {
+            "x": {"clip": "mad", "indicators": ["missing"]},
+            "n": {"dtype": "int", "clip": "minmax"},
+            "v": {"shape": [2], "scale": "robust"},
+        }
+    }
+)
+
+
+def _columns():
+    rng = np.random.default_rng(4)
+    x = (rng.standard_t(2, ROWS) * 10).astype(np.float32)
+    x[::50] = np.nan
+    x[3::97] = np.inf
+    missing_x = np.zeros(ROWS, bool)
+    missing_x[7::61] = True
+    n = rng.integers(-3, 400, ROWS)
+    v = rng.normal(0, [1, 50], (ROWS, 2)).astype(np.float32)
+    return x, missing_x, n, v
+
+
+def _write_csv(path, rows):
+    x, missing_x, n, v = _columns()
+    with open(path, "w") as handle:
+        handle.write("x,n,v_0,v_1\n")
+        for i in rows:
+            cell = "" if missing_x[i] else repr(float(x[i]))
+            handle.write(f"{cell},{n[i]},{float(v[i, 0])!r},{float(v[i, 1])!r}\n")
+
+
+def _write_parquet(path, rows):
+    x, missing_x, n, v = _columns()
+    rows = list(rows)
+    table = pa.table(
+        {
+            "x": pa.array(x[rows], mask=missing_x[rows]),
+            "n": pa.array(n[rows]),
+            "v": pa.array([list(map(float, v[i])) for i in rows]),
+            "other": pa.array(["text"] * len(rows)),
+        }
+    )
+    pq.write_table(table, path)
+
+
+def _example(x, missing, n, v):
+    feature = {
+        "n": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(n)])),
+        "v": tf.train.Feature(float_list=tf.train.FloatList(value=list(map(float, v)))),
+    }
+    if not missing:
+        feature["x"] = tf.train.Feature(float_list=tf.train.FloatList(value=[x]))
+    return tf.train.Example(features=tf.train.Features(feature=feature))
+
+
+def _write_tfrecord(path, rows, gzip_it=False):
+    x, missing_x, n, v = _columns()
+    options = tf.io.TFRecordOptions(compression_type="GZIP" if gzip_it else "")
+    with tf.io.TFRecordWriter(str(path), options) as writer:
+        for i in rows:
+            example = _example(float(x[i]), missing_x[i], n[i], v[i])
+            writer.write(example.SerializeToString())
+
+
+@pytest.fixture(scope="module")
+def analyzed(tmp_path_factory):
+    root = tmp_path_factory.mktemp("readers")
+    halves = (range(0, 900), range(900, ROWS))
+    _write_csv(root / "all.csv", range(ROWS))
+    for i, rows in enumerate(halves):
+        _write_parquet(root / f"part-{i}.parquet", rows)
+        _write_tfrecord(root / f"part-{i}.tfrecord", rows)
+        _write_tfrecord(root / f"part-{i}.tfrecord.gz", rows, gzip_it=True)
+    patterns = {
+        "csv": "all.csv",
+        "parquet": "part-*.parquet",
+        "tfrecord": "part-?.tfrecord",
+        "tfrecord_gzip": "part-*.tfrecord.gz",
+    }
+    return {
+        kind: run_analyze(CONFIG, str(root / pattern), root / f"out_{kind}")
+        for kind, pattern in patterns.items()
+    }
+
+
+@pytest.mark.parametrize("kind", ["parquet", "tfrecord", "tfrecord_gzip"])
+def test_every_format_gives_the_statistics_of_the_csv(analyzed, kind):
+    csv, other = analyzed["csv"], analyzed[kind]
+    assert other["num_rows"] == csv["num_rows"] == ROWS
+    assert other["data"]["format"] == kind.split("_")[0]
+    for name, feature in csv["features"].items():
+        got = other["features"][name]
+        for key in ("count", "missing", "nan", "pos_inf", "min", "max", "quantiles"):
+            assert got[key] == feature[key], (kind, name, key)
+        for key in ("mean", "std"):
+            np.testing.assert_allclose(got[key], feature[key], rtol=1e-9)
+        assert got["clip"] == feature["clip"], (kind, name)
+        np.testing.assert_allclose(
+            got["scale"]["scale"], feature["scale"]["scale"], rtol=1e-6
+        )
+    assert len(other["data"]["files"]) == (1 if kind == "csv" else 2)
+
+
+def test_format_comes_from_the_suffix_or_the_flag():
+    assert detect_format(["a.csv", "b.CSV"]) == "csv"
+    assert detect_format(["a.tfrecord.gz", "b.tfrecords"]) == "tfrecord"
+    assert detect_format(["a.pq", "b.parquet"]) == "parquet"
+    assert detect_format(["data-0001"], "tfrecord") == "tfrecord"
+    with pytest.raises(DataError, match=r"data-0001: cannot tell the format"):
+        detect_format(["data-0001"])
+    with pytest.raises(DataError, match=r"the files mix formats"):
+        detect_format(["a.csv", "b.parquet"])
+
+
+def _fails_cleanly(tmp_path, data, match, fmt=None):
+    output = tmp_path / "out"
+    with pytest.raises(DataError, match=match):
+        run_analyze(CONFIG, str(data), output, fmt=fmt)
+    assert not output.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+
+
+def test_parquet_column_of_the_wrong_type_names_file_and_feature(tmp_path):
+    path = tmp_path / "bad.parquet"
+    pq.write_table(
+        pa.table({"x": ["a", "b"], "n": [1, 2], "v": [[1.0, 2.0], [3.0, 4.0]]}), path
+    )
+    _fails_cleanly(
+        tmp_path, path, r"bad.parquet: feature `x`: column `x` has type string"
+    )
+
+
+def test_parquet_float_column_for_an_int_feature_is_an_error(tmp_path):
+    path = tmp_path / "floaty.parquet"
+    pq.write_table(
+        pa.table({"x": [1.0, 2.0], "n": [1.5, 2.0], "v": [[1.0, 2.0], [3.0, 4.0]]}),
+        path,
+    )
+    _fails_cleanly(tmp_path, path, r"floaty.parquet: feature `n`: .*needs an integer")
+
+
+def test_tfrecord_that_is_not_tf_example_names_the_file(tmp_path):
+    path = tmp_path / "junk.tfrecord"
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        writer.write(b"not a protocol buffer at all")
+    _fails_cleanly(tmp_path, path, r"junk.tfrecord: record 1: not a valid tf.Example")
+
+
+def test_truncated_gzip_tfrecord_names_the_file(tmp_path):
+    good = tmp_path / "whole.tfrecord.gz"
+    _write_tfrecord(good, range(ROWS), gzip_it=True)
+    data = good.read_bytes()
+    cut = tmp_path / "cut.tfrecord.gz"
+    cut.write_bytes(data[: len(data) // 2])
+    _fails_cleanly(tmp_path, cut, r"cut.tfrecord.gz: cannot read the TFRecord file")
+    assert gzip.decompress(data)  # the original is intact
+
+
+def test_tfrecord_vector_of_the_wrong_length_names_record_and_feature(tmp_path):
+    path = tmp_path / "long.tfrecord"
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        writer.write(_example(1.0, False, 2, [1.0, 2.0]).SerializeToString())
+        writer.write(_example(1.0, False, 2, [1.0, 2.0, 3.0]).SerializeToString())
+    _fails_cleanly(
+        tmp_path, path, r"long.tfrecord: record 2: feature `v`: holds 3 value\(s\)"
+    )
