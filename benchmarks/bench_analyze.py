@@ -1,0 +1,171 @@
+"""Speed and memory of `tanhguard analyze` against a lower bound, per format.
+
+For each format (CSV, Parquet, TFRecord of tf.Example) the same N rows x 10
+float features (heavy-tailed, 1% NaN) are written once, then timed in the same
+run, each in its own process (so peak memory is its own):
+
+  lower bound  one process reads the file (pyarrow.csv / pyarrow.parquet; for
+               TFRecord tf.data with tf.io.parse_example) and computes the same
+               statistics with numpy (count, mean, var, np.nanquantile at the
+               default clip probabilities);
+  tanhguard    `run_analyze` with the default config (quantile clip + zscore)
+               on the default runner.
+
+It prints seconds, the ratio tanhguard / lower bound, and peak resident memory.
+Machines are shared and noisy: compare ratios from one run, not absolute times.
+
+    .venv/bin/python benchmarks/bench_analyze.py --rows 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+FEATURES = [f"f{i}" for i in range(10)]
+
+
+def write_data(root: Path, rows: int, seed: int = 0) -> dict[str, Path]:
+    """The same rows as CSV, Parquet and TFRecord; returns the paths."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.csv as pa_csv
+    import pyarrow.parquet as pq
+    import tensorflow as tf
+    from tensorflow_transform.tf_metadata import schema_utils
+    from tfx_bsl.coders import example_coder
+
+    rng = np.random.default_rng(seed)
+    columns = {}
+    for i, name in enumerate(FEATURES):
+        values = (rng.standard_t(2, rows) * (1 + i)).astype(np.float32)
+        values[rng.random(rows) < 0.01] = np.nan
+        columns[name] = values
+    table = pa.table(columns)
+    paths = {
+        "csv": root / "data.csv",
+        "parquet": root / "data.parquet",
+        "tfrecord": root / "data.tfrecord",
+    }
+    pa_csv.write_csv(table, paths["csv"])
+    pq.write_table(table, paths["parquet"])
+    spec = {name: tf.io.VarLenFeature(tf.float32) for name in FEATURES}
+    encoder = example_coder.RecordBatchToExamplesEncoder(
+        schema_utils.schema_from_feature_spec(spec)
+    )
+    with tf.io.TFRecordWriter(str(paths["tfrecord"])) as writer:
+        for batch in table.to_batches(max_chunksize=65536):
+            lists = pa.RecordBatch.from_arrays(
+                [
+                    pa.ListArray.from_arrays(
+                        pa.array(np.arange(batch.num_rows + 1, dtype=np.int32)),
+                        batch.column(name),
+                    )
+                    for name in FEATURES
+                ],
+                names=FEATURES,
+            )
+            for record in encoder.encode(lists):
+                writer.write(record)
+    return paths
+
+
+def lower_bound(fmt: str, path: str) -> None:
+    """Reads the file in one process and computes the statistics with numpy."""
+    import numpy as np
+
+    if fmt == "csv":
+        import pyarrow.csv as pa_csv
+
+        table = pa_csv.read_csv(path)
+        matrix = np.stack([table[n].to_numpy() for n in FEATURES], axis=1)
+    elif fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path)
+        matrix = np.stack([table[n].to_numpy() for n in FEATURES], axis=1)
+    else:
+        import tensorflow as tf
+
+        spec = {n: tf.io.FixedLenFeature([], tf.float32) for n in FEATURES}
+        parts = []
+        for records in tf.data.TFRecordDataset(path).batch(65536):
+            parsed = tf.io.parse_example(records, spec)
+            parts.append(np.stack([parsed[n].numpy() for n in FEATURES], axis=1))
+        matrix = np.concatenate(parts)
+    matrix = matrix.astype(np.float64)
+    finite = np.isfinite(matrix)
+    _ = finite.sum(axis=0)
+    _ = np.nanmean(matrix, axis=0), np.nanvar(matrix, axis=0)
+    _ = np.nanquantile(matrix, [0.001, 0.5, 0.999], axis=0)
+
+
+def tanhguard(fmt: str, path: str) -> None:
+    from tanhguard.pipeline.analyze import run_analyze
+    from tanhguard.transforms.config import parse_config
+
+    config = parse_config({"features": {name: {} for name in FEATURES}})
+    with tempfile.TemporaryDirectory() as out:
+        run_analyze(config, path, Path(out) / "artifacts", fmt=fmt)
+
+
+def _child(kind: str, fmt: str, path: str) -> None:
+    started = time.perf_counter()
+    (lower_bound if kind == "lower" else tanhguard)(fmt, path)
+    seconds = time.perf_counter() - started
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"seconds": seconds, "peak_mb": peak_kb / 1024}))
+
+
+def _measure(kind: str, fmt: str, path: Path) -> dict:
+    done = subprocess.run(
+        [sys.executable, __file__, "--child", kind, fmt, str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{kind} {fmt} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--formats", default="csv,parquet,tfrecord")
+    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        _child(*args.child)
+        return 0
+    with tempfile.TemporaryDirectory() as tmp:
+        started = time.perf_counter()
+        paths = write_data(Path(tmp), args.rows)
+        print(
+            f"{args.rows:,} rows x {len(FEATURES)} features written in "
+            f"{time.perf_counter() - started:.1f} s"
+        )
+        print(
+            f"{'format':<10}{'lower s':>9}{'tanhguard s':>13}{'ratio':>8}"
+            f"{'lower MB':>10}{'tanhguard MB':>14}"
+        )
+        for fmt in args.formats.split(","):
+            low = _measure("lower", fmt, paths[fmt])
+            ours = _measure("tanhguard", fmt, paths[fmt])
+            print(
+                f"{fmt:<10}{low['seconds']:>9.1f}{ours['seconds']:>13.1f}"
+                f"{ours['seconds'] / low['seconds']:>8.1f}"
+                f"{low['peak_mb']:>10.0f}{ours['peak_mb']:>14.0f}",
+                flush=True,
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
