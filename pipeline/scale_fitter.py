@@ -74,10 +74,15 @@ class _MadCombineFn(beam.CombineFn):
         return mads
 
 
-def _merge_all(parts) -> ColumnMoments | None:
+def _merge_with_parameters(parts):
+    """Merges `(parameters, ColumnMoments)` pairs; the parameters are the same
+    in every batch, so the first is kept."""
     merged = None
-    for part in parts:
-        merged = part if merged is None else merge_moments(merged, part)
+    for parameters, moments in parts:
+        if merged is None:
+            merged = (parameters, moments)
+        else:
+            merged = (merged[0], merge_moments(merged[1], moments))
     return merged
 
 
@@ -92,44 +97,45 @@ class FitScale(beam.PTransform):
     def expand(self, batches: beam.PCollection) -> list[beam.PCollection]:
         slots = self._slots
         columns = sum(len(slot.columns) for slot in slots)
-        parameters = (
-            batches
-            | "Parameters" >> beam.Map(lambda batch: np.asarray(batch[1])[0])
-            | "OneCopy" >> beam.combiners.Sample.FixedSizeGlobally(1)
-            | "Unwrap" >> beam.FlatMap(lambda sample: sample)
-        )
-        if any(slot.clip == "mad" for slot in slots):
-            mads = (
-                batches
-                | "MadSketch"
-                >> beam.CombineGlobally(_MadCombineFn(slots)).without_defaults()
-            )
-        else:
-            mads = parameters | "NoMad" >> beam.Map(
-                lambda _: np.full(len(slots), np.nan)
-            )
 
-        def batch_moments(batch, mads: np.ndarray) -> ColumnMoments:
-            lower, upper = final_bounds(slots, np.asarray(batch[1])[0], mads)
+        def batch_moments(batch, mads: np.ndarray) -> tuple[np.ndarray, ColumnMoments]:
+            parameters = np.asarray(batch[1])[0]
+            lower, upper = final_bounds(slots, parameters, mads)
             lower_col, upper_col, log_col = slot_bounds_per_column(
                 slots, lower, upper, columns
             )
-            return column_moments(batch[0], lower_col, upper_col, log_col)
+            return parameters, column_moments(batch[0], lower_col, upper_col, log_col)
 
-        def finish(moments, parameters, mads):
+        def finish(merged, mads: np.ndarray) -> np.ndarray:
+            parameters, moments = merged
             return np.concatenate([parameters, fit(slots, parameters, mads, moments)])
 
+        if not any(slot.clip == "mad" for slot in slots):
+            # One pass: every batch carries the parameters, so the moments need
+            # no side input and Beam fuses the whole chain (the batches are
+            # never materialized or pickled between stages).
+            no_mads = np.full(len(slots), np.nan)
+            return [
+                batches
+                | "BatchMoments" >> beam.Map(batch_moments, mads=no_mads)
+                | "MergeMoments"
+                >> beam.CombineGlobally(_merge_with_parameters).without_defaults()
+                | "Finish" >> beam.Map(finish, mads=no_mads)
+            ]
+        # `mad` needs the MAD before the moments of the clipped data: two
+        # passes over the batches, the MAD as a side input of the second.
+        mads = (
+            batches
+            | "MadSketch"
+            >> beam.CombineGlobally(_MadCombineFn(slots)).without_defaults()
+        )
         fitted = (
             batches
             | "BatchMoments"
             >> beam.Map(batch_moments, mads=beam.pvalue.AsSingleton(mads))
-            | "MergeMoments" >> beam.CombineGlobally(_merge_all).without_defaults()
-            | "Finish"
-            >> beam.Map(
-                finish,
-                parameters=beam.pvalue.AsSingleton(parameters),
-                mads=beam.pvalue.AsSingleton(mads),
-            )
+            | "MergeMoments"
+            >> beam.CombineGlobally(_merge_with_parameters).without_defaults()
+            | "Finish" >> beam.Map(finish, mads=beam.pvalue.AsSingleton(mads))
         )
         return [fitted]
 
