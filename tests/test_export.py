@@ -159,6 +159,20 @@ def _saved_model_cli(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+def _run_signature(path, signature: str, flag: str, value: str):
+    return _saved_model_cli(
+        "run",
+        "--dir",
+        str(path),
+        "--tag_set",
+        "serve",
+        "--signature_def",
+        signature,
+        flag,
+        value,
+    )
+
+
 def test_saved_model_cli_shows_and_runs_both_signatures(standalone):
     shown = _saved_model_cli("show", "--dir", str(standalone), "--all")
     assert shown.returncode == 0, shown.stderr
@@ -175,26 +189,11 @@ def test_saved_model_cli_shows_and_runs_both_signatures(standalone):
         else:
             expressions.append(f"{name}=[-1e30]")
     exprs = ";".join(expressions)
-    ran = _saved_model_cli(
-        "run",
-        "--dir",
-        str(standalone),
-        "--tag_set",
-        "serve",
-        "--signature_def",
-        "transform_features",
-        "--input_exprs",
-        exprs,
-    )
+    ran = _run_signature(standalone, "transform_features", "--input_exprs", exprs)
     assert ran.returncode == 0, ran.stderr[-2000:]
     assert "Result for output key fare" in ran.stdout
-    ran = _saved_model_cli(
-        "run",
-        "--dir",
-        str(standalone),
-        "--tag_set",
-        "serve",
-        "--signature_def",
+    ran = _run_signature(
+        standalone,
         "serving_default",
         "--input_examples",
         'examples=[{"fare":[12.5],"passengers":[2]}]',
@@ -243,12 +242,16 @@ def _first_tanh_units(family, model, x):
     return np.asarray(probe(x))
 
 
+def _export_and_load(trained, artifacts, tmp_path):
+    name, _, model = trained
+    return tf.saved_model.load(str(export(artifacts, tmp_path / name, model)))
+
+
 def test_exported_model_is_finite_on_hostile_rows_where_the_bare_model_fails(
     trained, artifacts, tmp_path
 ):
-    name, family, model = trained
-    path = export(artifacts, tmp_path / f"served_{name}", model)
-    loaded = tf.saved_model.load(str(path))
+    _, family, model = trained
+    loaded = _export_and_load(trained, artifacts, tmp_path)
     hostile = _hostile(_raw_rows(600, seed=32))
     predictions = loaded.signatures["serving_default"](
         examples=tf.constant(_examples(hostile))
@@ -277,9 +280,8 @@ def test_exported_model_is_finite_on_hostile_rows_where_the_bare_model_fails(
 def test_exported_predictions_equal_tft_plus_the_model_in_python(
     trained, artifacts, tmp_path
 ):
-    name, _, model = trained
-    path = export(artifacts, tmp_path / f"served_{name}", model)
-    loaded = tf.saved_model.load(str(path))
+    model = trained[2]
+    loaded = _export_and_load(trained, artifacts, tmp_path)
     raw = _hostile(_raw_rows(200, seed=33))
     expected = np.asarray(model(model_matrix(_reference(artifacts, raw), CONFIG)))
     by_examples = loaded.signatures["serving_default"](
