@@ -35,6 +35,7 @@ from tanhguard.pipeline.csv_reader import (
     tensor_adapter_config,
 )
 from tanhguard.pipeline.graph_stats import read_graph_stats
+from tanhguard.pipeline.progress import say
 from tanhguard.pipeline.readers import ReadRecordBatches, check_file, detect_format
 from tanhguard.transforms.config import Config
 from tanhguard.transforms.fitting import NoFiniteValuesError
@@ -109,6 +110,7 @@ def run_analyze(
     beam_args: Sequence[str] = (),
     overwrite: bool = False,
     fmt: str | None = None,
+    quiet: bool = True,
 ) -> dict[str, Any]:
     """Analyzes the files matching `data` and writes the artifacts.
 
@@ -121,6 +123,8 @@ def run_analyze(
         in-process DirectRunner.
       overwrite: Replace an existing `output`.
       fmt: `csv`, `tfrecord` or `parquet`; by default, from the file names.
+      quiet: No progress lines on stderr (the default for library use; the
+        command line reports progress unless `--quiet`).
 
     Returns:
       The content of stats.json.
@@ -134,6 +138,7 @@ def run_analyze(
     files = expand_pattern(data)
     fmt = detect_format(files, fmt)
     _check_inputs(config, files, fmt)
+    say(f"analyzing {len(files)} {fmt} file(s) matching {data}", quiet)
     with atomic_output_dir(output, overwrite=overwrite) as staging:
         tft_temp = staging / ".tft_tmp"
         options = PipelineOptions(list(beam_args))
@@ -144,7 +149,7 @@ def run_analyze(
             ):
                 transform_fn = (
                     pipeline
-                    | "Read" >> ReadRecordBatches(files, config, fmt)
+                    | "Read" >> ReadRecordBatches(files, config, fmt, quiet)
                     | "AnalyzeFeatures" >> AnalyzeFeatures(config)
                 )
                 _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(
@@ -163,6 +168,7 @@ def run_analyze(
             ),
             str(staging / tft.TFTransformOutput.RAW_METADATA_DIR),
         )
+        say("writing stats.json from the saved graph", quiet)
         _, vector = read_graph_stats(staging)
         stats = {
             "format_version": STATS_FORMAT_VERSION,

@@ -43,6 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     analyze.add_argument(
         "--overwrite", action="store_true", help="replace an existing --output"
     )
+    analyze.add_argument(
+        "--quiet", action="store_true", help="no progress lines on stderr"
+    )
 
     export = commands.add_parser(
         "export",
@@ -91,7 +94,7 @@ def _print_summary(stats: dict, output: str) -> None:
     from tanhguard.pipeline.report import summary_table
 
     print(summary_table(stats))
-    print(f"\nArtifacts: {os.path.abspath(output)}")
+    print(f"\nArtifacts: {os.path.abspath(output)} ({stats['elapsed_seconds']:.1f} s)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -123,6 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 beam_args,
                 overwrite=args.overwrite,
                 fmt=args.format,
+                quiet=args.quiet,
             )
             _print_summary(stats, args.output)
         elif args.command == "export":

@@ -34,6 +34,7 @@ from tanhguard.pipeline.csv_reader import (
     raw_feature_spec,
     read_csv_batches,
 )
+from tanhguard.pipeline.progress import counted
 from tanhguard.transforms.config import Config
 
 FORMATS = ("csv", "tfrecord", "parquet")
@@ -276,18 +277,24 @@ def read_batches(path: str, config: Config, fmt: str) -> Iterator[pa.RecordBatch
 class ReadRecordBatches(beam.PTransform):
     """Files of one format -> a PCollection of record batches."""
 
-    def __init__(self, files: Sequence[str], config: Config, fmt: str):
+    def __init__(
+        self, files: Sequence[str], config: Config, fmt: str, quiet: bool = True
+    ):
         super().__init__()
         self._files = list(files)
         self._config = config
         self._format = fmt
+        self._quiet = quiet
 
     def expand(self, pipeline: beam.Pipeline) -> beam.PCollection:
-        config, fmt = self._config, self._format
+        config, fmt, quiet = self._config, self._format, self._quiet
+
+        def read(path: str) -> Iterator[pa.RecordBatch]:
+            return counted(path, read_batches(path, config, fmt), quiet)
+
         return (
             pipeline
             | "ListFiles" >> beam.Create(self._files)
             | "Reshuffle" >> beam.Reshuffle()
-            | "ReadBatches"
-            >> beam.FlatMap(lambda path: read_batches(path, config, fmt))
+            | "ReadBatches" >> beam.FlatMap(read)
         )

@@ -8,6 +8,19 @@ from tanhguard.pipeline.cli import EXIT_ERROR, EXIT_OK, main
 from tanhguard.pipeline.demo import run_demo
 
 
+def test_quiet_analyze_prints_no_progress(tmp_path, capsys):
+    data = tmp_path / "q.csv"
+    data.write_text("x\n" + "".join(f"{v}\n" for v in range(10)))
+    config = tmp_path / "c.yaml"
+    config.write_text("features:\n  x: {}\n")
+    argv = ["analyze", "--config", str(config), "--data", str(data)]
+    status = main([*argv, "--output", str(tmp_path / "o"), "--quiet"])
+    assert status == EXIT_OK
+    captured = capsys.readouterr()
+    assert "tanhguard:" not in captured.err
+    assert "Artifacts:" in captured.out
+
+
 def test_analyze_command_writes_loadable_artifacts(tmp_path, capsys):
     data = tmp_path / "small.csv"
     data.write_text("x,other\n" + "".join(f"{v},a\n" for v in range(1, 41)))
@@ -20,8 +33,11 @@ def test_analyze_command_writes_loadable_artifacts(tmp_path, capsys):
         ["analyze", "--config", str(config), "--data", str(data), "--output", str(out)]
     )
     assert status == EXIT_OK
-    printed = capsys.readouterr().out
-    assert "Artifacts:" in printed
+    captured = capsys.readouterr()
+    printed = captured.out
+    assert printed.strip().splitlines()[-1].startswith(f"Artifacts: {out} (")
+    assert "tanhguard: analyzing 1 csv file(s)" in captured.err
+    assert f"tanhguard: read {data}: 40 rows in" in captured.err
     # 1..40 clipped to [5, 30]: 4 values below and 10 above, 14 of 40.
     assert "35.00%" in printed
     stats = json.loads((out / "stats.json").read_text())
