@@ -47,6 +47,36 @@ def _parser() -> argparse.ArgumentParser:
         "--quiet", action="store_true", help="no progress lines on stderr"
     )
 
+    transform = commands.add_parser(
+        "transform",
+        help="apply an artifacts directory's graph to a dataset; write the rows",
+        description="Unrecognised flags are passed to Apache Beam.",
+    )
+    transform.add_argument(
+        "--artifacts", required=True, help="artifacts directory from `analyze`"
+    )
+    transform.add_argument(
+        "--data", required=True, help="CSV, TFRecord or Parquet file, or a glob"
+    )
+    transform.add_argument(
+        "--format",
+        choices=("csv", "tfrecord", "parquet"),
+        help="input format (default: from the file names)",
+    )
+    transform.add_argument("--output", required=True, help="output directory")
+    transform.add_argument(
+        "--output-format",
+        choices=("parquet", "tfrecord", "csv"),
+        default="parquet",
+        help="format of the written shards (default parquet)",
+    )
+    transform.add_argument(
+        "--overwrite", action="store_true", help="replace an existing --output"
+    )
+    transform.add_argument(
+        "--quiet", action="store_true", help="no progress lines on stderr"
+    )
+
     export = commands.add_parser(
         "export",
         help="write a serving SavedModel: the preprocessing, optionally a model",
@@ -101,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line; returns the exit status."""
     _quiet_tensorflow()
     args, beam_args = _parser().parse_known_args(argv)
-    if args.command != "analyze" and beam_args:
+    if args.command not in ("analyze", "transform") and beam_args:
         _parser().error(f"unrecognized arguments: {' '.join(beam_args)}")
     from tanhguard.transforms.config import ConfigError, config_json_schema
 
@@ -129,6 +159,24 @@ def main(argv: Sequence[str] | None = None) -> int:
                 quiet=args.quiet,
             )
             _print_summary(stats, args.output)
+        elif args.command == "transform":
+            from tanhguard.pipeline.transform_job import run_transform
+
+            result = run_transform(
+                args.artifacts,
+                args.data,
+                args.output,
+                args.output_format,
+                beam_args,
+                overwrite=args.overwrite,
+                fmt=args.format,
+                quiet=args.quiet,
+            )
+            print(
+                f"Transformed {result['rows']:,} rows into {len(result['files'])} "
+                f"file(s) in {os.path.abspath(args.output)} "
+                f"({result['seconds']:.1f} s)"
+            )
         elif args.command == "export":
             from tanhguard.pipeline.export import export, load_keras_model
 

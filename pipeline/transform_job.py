@@ -1,0 +1,202 @@
+"""The transform job: apply an artifacts directory's graph to a dataset.
+
+What TFX Transform calls materialization: every input row becomes one output
+row of the transformed features (float32; a vector is a list of d values),
+written as sharded Parquet, TFRecord (`tf.Example`, gzip) or CSV files
+`part-SSSSS-of-NNNNN.<ext>` in an output directory that appears complete or
+not at all.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import tensorflow_transform.beam as tft_beam
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from tanhguard.pipeline.artifacts import atomic_output_dir
+from tanhguard.pipeline.csv_reader import expand_pattern, tensor_adapter_config
+from tanhguard.pipeline.export import load_artifacts_config, model_matrix_names
+from tanhguard.pipeline.progress import say
+from tanhguard.pipeline.readers import ReadRecordBatches, check_file, detect_format
+from tanhguard.transforms.config import Config
+
+OUTPUT_FORMATS = ("parquet", "tfrecord", "csv")
+
+
+def output_schema(config: Config) -> pa.Schema:
+    """float32 columns; a vector feature is a list of d float32."""
+    fields = []
+    for name in model_matrix_names(config):
+        feature = config.features[name.split("__")[0]]
+        kind = pa.list_(pa.float32()) if feature.is_vector else pa.float32()
+        fields.append(pa.field(name, kind))
+    return pa.schema(fields)
+
+
+def _flatten(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """TFT's list-per-row columns to the output layout."""
+    arrays = []
+    for field in schema:
+        column = batch.column(field.name)
+        if pa.types.is_list(field.type):
+            arrays.append(column.cast(field.type))
+        elif pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
+            arrays.append(column.flatten().cast(pa.float32()))
+        else:
+            arrays.append(column.cast(pa.float32()))
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+def _csv_lines(batch: pa.RecordBatch) -> Iterator[str]:
+    columns = []
+    for column in batch.columns:
+        values = column.to_pylist()
+        if pa.types.is_list(column.type):
+            columns.append([",".join(repr(float(v)) for v in row) for row in values])
+        else:
+            columns.append([repr(float(v)) for v in values])
+    for row in zip(*columns, strict=True):
+        yield ",".join(row)
+
+
+def _csv_header(schema: pa.Schema, config: Config) -> str:
+    names = []
+    for field in schema:
+        feature = config.features.get(field.name)
+        if feature is not None and feature.is_vector:
+            names += [f"{field.name}_{i}" for i in range(feature.size)]
+        else:
+            names.append(field.name)
+    return ",".join(names)
+
+
+def _examples(batch: pa.RecordBatch, encoder_schema) -> list[bytes]:
+    from tfx_bsl.coders import example_coder
+
+    lists = []
+    for column in batch.columns:
+        if pa.types.is_list(column.type):
+            lists.append(column)
+        else:
+            offsets = pa.array(np.arange(len(column) + 1, dtype=np.int32))
+            lists.append(pa.ListArray.from_arrays(offsets, column))
+    as_lists = pa.RecordBatch.from_arrays(lists, names=batch.schema.names)
+    encoder = example_coder.RecordBatchToExamplesEncoder(encoder_schema)
+    return encoder.encode(as_lists)
+
+
+def run_transform(
+    artifacts: str | Path,
+    data: str,
+    output: str | Path,
+    output_format: str = "parquet",
+    beam_args: Sequence[str] = (),
+    overwrite: bool = False,
+    fmt: str | None = None,
+    quiet: bool = True,
+) -> dict[str, Any]:
+    """Transforms the rows of `data` with the graph in `artifacts`.
+
+    Returns:
+      `{"rows": N, "files": [...], "seconds": s}` for the written shards.
+
+    Raises:
+      DataError / ExportError: bad input files or artifacts, named.
+      ValueError: an unknown `output_format`.
+    """
+    if output_format not in OUTPUT_FORMATS:
+        raise ValueError(
+            f"`--output-format` must be one of {OUTPUT_FORMATS}. "
+            f"Received: {output_format}"
+        )
+    started = time.monotonic()
+    config = load_artifacts_config(artifacts)
+    files = expand_pattern(data)
+    fmt = detect_format(files, fmt)
+    for path in files:
+        check_file(path, config, fmt)
+    schema = output_schema(config)
+    say(f"transforming {len(files)} {fmt} file(s) matching {data}", quiet)
+    with atomic_output_dir(output, overwrite=overwrite) as staging:
+        prefix = str(staging / "part")
+        with (
+            beam.Pipeline(options=PipelineOptions(list(beam_args))) as pipeline,
+            tft_beam.Context(temp_dir=str(staging / ".tft_tmp")),
+        ):
+            batches = pipeline | "Read" >> ReadRecordBatches(files, config, fmt, quiet)
+            transform_fn = pipeline | "ReadTransformFn" >> tft_beam.ReadTransformFn(
+                str(artifacts)
+            )
+            transformed, _ = (
+                (batches, tensor_adapter_config(config)),
+                transform_fn,
+            ) | "Transform" >> tft_beam.TransformDataset(output_record_batches=True)
+            flat = transformed | "Flatten" >> beam.Map(
+                lambda pair: _flatten(pair[0], schema)
+            )
+            _write(flat, prefix, output_format, schema, config)
+        shutil.rmtree(staging / ".tft_tmp", ignore_errors=True)
+        written = sorted(p for p in staging.iterdir() if p.name.startswith("part"))
+        rows = _count_rows(written, output_format)
+        names = [str(Path(output).absolute() / p.name) for p in written]
+    seconds = time.monotonic() - started
+    say(f"wrote {rows:,} rows in {len(names)} file(s) in {seconds:.1f} s", quiet)
+    return {"rows": rows, "files": names, "seconds": seconds}
+
+
+def _write(flat, prefix: str, output_format: str, schema: pa.Schema, config: Config):
+    if output_format == "parquet":
+        _ = (
+            flat
+            | "ToTables" >> beam.Map(lambda batch: pa.Table.from_batches([batch]))
+            | "WriteParquet"
+            >> beam.io.WriteToParquetBatched(
+                prefix, schema, file_name_suffix=".parquet"
+            )
+        )
+    elif output_format == "tfrecord":
+        import tensorflow as tf
+        from tensorflow_transform.tf_metadata import schema_utils
+
+        spec = {field.name: tf.io.VarLenFeature(tf.float32) for field in schema}
+        encoder_schema = schema_utils.schema_from_feature_spec(spec)
+        _ = (
+            flat
+            | "ToExamples" >> beam.FlatMap(_examples, encoder_schema)
+            | "WriteTFRecord"
+            >> beam.io.WriteToTFRecord(prefix, file_name_suffix=".tfrecord.gz")
+        )
+    else:
+        _ = (
+            flat
+            | "ToLines" >> beam.FlatMap(_csv_lines)
+            | "WriteCsv"
+            >> beam.io.WriteToText(
+                prefix,
+                file_name_suffix=".csv",
+                header=_csv_header(schema, config),
+            )
+        )
+
+
+def _count_rows(paths: list[Path], output_format: str) -> int:
+    if output_format == "parquet":
+        import pyarrow.parquet as pq
+
+        return sum(pq.ParquetFile(path).metadata.num_rows for path in paths)
+    if output_format == "tfrecord":
+        import tensorflow as tf
+
+        return sum(
+            int(tf.data.TFRecordDataset(str(p), "GZIP").reduce(0, lambda n, _: n + 1))
+            for p in paths
+        )
+    return sum(max(len(p.read_text().splitlines()) - 1, 0) for p in paths)
