@@ -12,6 +12,8 @@ run, each in its own process (so peak memory is its own):
                on the default runner.
 
 It prints seconds, the ratio tanhguard / lower bound, and peak resident memory.
+Then the transform job (`run_transform` to Parquet, on the CSV input) against
+reading the CSV with pyarrow and writing it as Parquet, in rows per second.
 Machines are shared and noisy: compare ratios from one run, not absolute times.
 
     .venv/bin/python benchmarks/bench_analyze.py --rows 1000000
@@ -115,9 +117,39 @@ def tanhguard(fmt: str, path: str) -> None:
         run_analyze(config, path, Path(out) / "artifacts", fmt=fmt)
 
 
+def copy_lower_bound(fmt: str, path: str) -> None:
+    """Read the CSV with pyarrow and write it as Parquet: the I/O floor."""
+    import pyarrow.csv as pa_csv
+    import pyarrow.parquet as pq
+
+    with tempfile.TemporaryDirectory() as out:
+        pq.write_table(pa_csv.read_csv(path), Path(out) / "copy.parquet")
+
+
+def tanhguard_transform(fmt: str, path: str) -> None:
+    from tanhguard.pipeline.analyze import run_analyze
+    from tanhguard.pipeline.transform_job import run_transform
+    from tanhguard.transforms.config import parse_config
+
+    config = parse_config({"features": {name: {} for name in FEATURES}})
+    with tempfile.TemporaryDirectory() as out:
+        run_analyze(config, path, Path(out) / "artifacts", fmt=fmt)
+        started = time.perf_counter()
+        run_transform(Path(out) / "artifacts", path, Path(out) / "rows", fmt=fmt)
+        print(json.dumps({"transform_seconds": time.perf_counter() - started}))
+
+
+KINDS = {
+    "lower": lower_bound,
+    "tanhguard": tanhguard,
+    "copy": copy_lower_bound,
+    "transform": tanhguard_transform,
+}
+
+
 def _child(kind: str, fmt: str, path: str) -> None:
     started = time.perf_counter()
-    (lower_bound if kind == "lower" else tanhguard)(fmt, path)
+    KINDS[kind](fmt, path)
     seconds = time.perf_counter() - started
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"seconds": seconds, "peak_mb": peak_kb / 1024}))
@@ -132,7 +164,11 @@ def _measure(kind: str, fmt: str, path: Path) -> dict:
     )
     if done.returncode != 0:
         raise RuntimeError(f"{kind} {fmt} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    result = {}
+    for line in done.stdout.strip().splitlines():
+        if line.startswith("{"):
+            result.update(json.loads(line))
+    return result
 
 
 def main(argv: list[str]) -> int:
@@ -163,6 +199,15 @@ def main(argv: list[str]) -> int:
                 f"{ours['seconds'] / low['seconds']:>8.1f}"
                 f"{low['peak_mb']:>10.0f}{ours['peak_mb']:>14.0f}",
                 flush=True,
+            )
+        if "csv" in args.formats.split(","):
+            copy = _measure("copy", "csv", paths["csv"])
+            job = _measure("transform", "csv", paths["csv"])
+            floor = args.rows / copy["seconds"]
+            ours = args.rows / job["transform_seconds"]
+            print(
+                f"transform csv -> parquet: {ours:,.0f} rows/s; pyarrow read + "
+                f"write: {floor:,.0f} rows/s (ratio {floor / ours:.1f})"
             )
     return 0
 
