@@ -45,13 +45,28 @@ TFX = Environment(
 )
 
 
+def _is_python310(candidate: str) -> bool:
+    """Runs the candidate: a pyenv shim on PATH may exist and still not work."""
+    try:
+        done = subprocess.run(
+            [candidate, "-c", "import sys; print(sys.version_info[:2] == (3, 10))"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return done.returncode == 0 and done.stdout.strip() == "True"
+
+
 def find_python310() -> str | None:
-    """A Python 3.10 interpreter for the TFX environment, or None."""
-    candidates = [os.environ.get("TANHGUARD_PYTHON310"), shutil.which("python3.10")]
+    """A working Python 3.10 interpreter for the TFX environment, or None."""
     pyenv = os.path.expanduser("~/.pyenv/versions/3.10*/bin/python")
+    candidates = [os.environ.get("TANHGUARD_PYTHON310")]
     candidates += sorted(glob.glob(pyenv), reverse=True)
+    candidates.append(shutil.which("python3.10"))
     for candidate in candidates:
-        if candidate and Path(candidate).exists():
+        if candidate and Path(candidate).exists() and _is_python310(candidate):
             return candidate
     return None
 
