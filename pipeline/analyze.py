@@ -45,6 +45,7 @@ from tanhguard.transforms.preprocessing import (
 )
 
 STATS_FILE = "stats.json"
+ROWS_DIR = "rows"
 STATS_FORMAT_VERSION = 2
 
 logger = logging.getLogger(__name__)
@@ -111,8 +112,13 @@ def run_analyze(
     overwrite: bool = False,
     fmt: str | None = None,
     quiet: bool = True,
+    rows_format: str | None = None,
 ) -> dict[str, Any]:
     """Analyzes the files matching `data` and writes the artifacts.
+
+    With `rows_format` (`parquet`, `tfrecord` or `csv`), the same pipeline also
+    transforms every row and writes the shards into `output/rows/`
+    (`tanhguard run`).
 
     Args:
       config: The validated config.
@@ -147,14 +153,21 @@ def run_analyze(
                 beam.Pipeline(options=options) as pipeline,
                 tft_beam.Context(temp_dir=str(tft_temp)),
             ):
-                transform_fn = (
-                    pipeline
-                    | "Read" >> ReadRecordBatches(files, config, fmt, quiet)
-                    | "AnalyzeFeatures" >> AnalyzeFeatures(config)
+                batches = pipeline | "Read" >> ReadRecordBatches(
+                    files, config, fmt, quiet
                 )
+                transform_fn = batches | "AnalyzeFeatures" >> AnalyzeFeatures(config)
                 _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(
                     str(staging)
                 )
+                if rows_format is not None:
+                    from tanhguard.pipeline.transform_job import TransformAndWrite
+
+                    (staging / ROWS_DIR).mkdir()
+                    rows_prefix = str(staging / ROWS_DIR / "part")
+                    _ = batches | "TransformAndWrite" >> TransformAndWrite(
+                        config, transform_fn, rows_prefix, rows_format
+                    )
         except Exception as error:
             data_error = _find_data_error(error)
             if data_error is not None:

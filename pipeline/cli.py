@@ -47,6 +47,34 @@ def _parser() -> argparse.ArgumentParser:
         "--quiet", action="store_true", help="no progress lines on stderr"
     )
 
+    run = commands.add_parser(
+        "run",
+        help="analyze and transform in one pipeline: artifacts plus rows/",
+        description="Unrecognised flags are passed to Apache Beam.",
+    )
+    run.add_argument("--config", required=True, help="YAML feature config")
+    run.add_argument(
+        "--data", required=True, help="CSV, TFRecord or Parquet file, or a glob"
+    )
+    run.add_argument(
+        "--format",
+        choices=("csv", "tfrecord", "parquet"),
+        help="input format (default: from the file names)",
+    )
+    run.add_argument(
+        "--output", required=True, help="artifacts directory; rows go to rows/"
+    )
+    run.add_argument(
+        "--output-format",
+        choices=("parquet", "tfrecord", "csv"),
+        default="parquet",
+        help="format of the transformed shards (default parquet)",
+    )
+    run.add_argument(
+        "--overwrite", action="store_true", help="replace an existing --output"
+    )
+    run.add_argument("--quiet", action="store_true", help="no progress on stderr")
+
     transform = commands.add_parser(
         "transform",
         help="apply an artifacts directory's graph to a dataset; write the rows",
@@ -131,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line; returns the exit status."""
     _quiet_tensorflow()
     args, beam_args = _parser().parse_known_args(argv)
-    if args.command not in ("analyze", "transform") and beam_args:
+    if args.command not in ("analyze", "run", "transform") and beam_args:
         _parser().error(f"unrecognized arguments: {' '.join(beam_args)}")
     from tanhguard.transforms.config import ConfigError, config_json_schema
 
@@ -144,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from tanhguard.pipeline.export import ExportError
 
     try:
-        if args.command == "analyze":
+        if args.command in ("analyze", "run"):
             from tanhguard.pipeline.analyze import run_analyze
             from tanhguard.transforms.config import load_config
 
@@ -157,6 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 overwrite=args.overwrite,
                 fmt=args.format,
                 quiet=args.quiet,
+                rows_format=getattr(args, "output_format", None),
             )
             _print_summary(stats, args.output)
         elif args.command == "transform":

@@ -93,6 +93,36 @@ def _examples(batch: pa.RecordBatch, encoder_schema) -> list[bytes]:
     return encoder.encode(as_lists)
 
 
+class TransformAndWrite(beam.PTransform):
+    """Record batches -> sharded files of rows transformed by `transform_fn`
+    (the pair `tft_beam.AnalyzeDataset` or `ReadTransformFn` gives)."""
+
+    def __init__(self, config: Config, transform_fn, prefix: str, output_format: str):
+        super().__init__()
+        self._config = config
+        self._transform_fn = transform_fn
+        self._prefix = prefix
+        self._format = output_format
+
+    def expand(self, batches):
+        config, transform_fn = self._config, self._transform_fn
+        schema = output_schema(config)
+        transformed, _ = (
+            (batches, tensor_adapter_config(config)),
+            transform_fn,
+        ) | "Transform" >> tft_beam.TransformDataset(output_record_batches=True)
+        flat = transformed | "Flatten" >> beam.Map(
+            lambda pair: _flatten(pair[0], schema)
+        )
+        return _write(flat, self._prefix, self._format, schema, config)
+
+
+def count_rows(folder: Path, output_format: str) -> tuple[int, list[Path]]:
+    """Rows and shard files written into `folder`."""
+    written = sorted(p for p in folder.iterdir() if p.name.startswith("part"))
+    return _count_rows(written, output_format), written
+
+
 def run_transform(
     artifacts: str | Path,
     data: str,
@@ -123,7 +153,6 @@ def run_transform(
     fmt = detect_format(files, fmt)
     for path in files:
         check_file(path, config, fmt)
-    schema = output_schema(config)
     say(f"transforming {len(files)} {fmt} file(s) matching {data}", quiet)
     with atomic_output_dir(output, overwrite=overwrite) as staging:
         prefix = str(staging / "part")
@@ -135,17 +164,11 @@ def run_transform(
             transform_fn = pipeline | "ReadTransformFn" >> tft_beam.ReadTransformFn(
                 str(artifacts)
             )
-            transformed, _ = (
-                (batches, tensor_adapter_config(config)),
-                transform_fn,
-            ) | "Transform" >> tft_beam.TransformDataset(output_record_batches=True)
-            flat = transformed | "Flatten" >> beam.Map(
-                lambda pair: _flatten(pair[0], schema)
+            _ = batches | "TransformAndWrite" >> TransformAndWrite(
+                config, transform_fn, prefix, output_format
             )
-            _write(flat, prefix, output_format, schema, config)
         shutil.rmtree(staging / ".tft_tmp", ignore_errors=True)
-        written = sorted(p for p in staging.iterdir() if p.name.startswith("part"))
-        rows = _count_rows(written, output_format)
+        rows, written = count_rows(staging, output_format)
         names = [str(Path(output).absolute() / p.name) for p in written]
     seconds = time.monotonic() - started
     say(f"wrote {rows:,} rows in {len(names)} file(s) in {seconds:.1f} s", quiet)
@@ -154,7 +177,7 @@ def run_transform(
 
 def _write(flat, prefix: str, output_format: str, schema: pa.Schema, config: Config):
     if output_format == "parquet":
-        _ = (
+        return (
             flat
             | "ToTables" >> beam.Map(lambda batch: pa.Table.from_batches([batch]))
             | "WriteParquet"
@@ -168,23 +191,22 @@ def _write(flat, prefix: str, output_format: str, schema: pa.Schema, config: Con
 
         spec = {field.name: tf.io.VarLenFeature(tf.float32) for field in schema}
         encoder_schema = schema_utils.schema_from_feature_spec(spec)
-        _ = (
+        return (
             flat
             | "ToExamples" >> beam.FlatMap(_examples, encoder_schema)
             | "WriteTFRecord"
             >> beam.io.WriteToTFRecord(prefix, file_name_suffix=".tfrecord.gz")
         )
-    else:
-        _ = (
-            flat
-            | "ToLines" >> beam.FlatMap(_csv_lines)
-            | "WriteCsv"
-            >> beam.io.WriteToText(
-                prefix,
-                file_name_suffix=".csv",
-                header=_csv_header(schema, config),
-            )
+    return (
+        flat
+        | "ToLines" >> beam.FlatMap(_csv_lines)
+        | "WriteCsv"
+        >> beam.io.WriteToText(
+            prefix,
+            file_name_suffix=".csv",
+            header=_csv_header(schema, config),
         )
+    )
 
 
 def _count_rows(paths: list[Path], output_format: str) -> int:

@@ -1,6 +1,8 @@
 """The transform job: every input row written once, with the values the saved
 graph gives in Python, in each output format."""
 
+import json
+
 import numpy as np
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
@@ -113,3 +115,29 @@ def test_transform_command_keeps_an_existing_output(setup, capsys):
     argv += ["--data", str(root / "in-0.csv"), "--output", str(root / "cli")]
     assert main([*argv, "--quiet"]) == EXIT_OK
     assert "Transformed 400 rows" in capsys.readouterr().out
+
+
+def test_run_analyzes_and_transforms_in_one_pipeline(setup, tmp_path, capsys):
+    root, _, _, _ = setup
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "features:\n  x: {indicators: [missing, clipped]}\n"
+        "  v: {shape: [2], clip: mad}\n"
+    )
+    out = tmp_path / "run"
+    argv = ["run", "--config", str(config), "--data", str(root / "in-*.csv")]
+    assert main([*argv, "--output", str(out), "--quiet"]) == EXIT_OK
+    assert "Artifacts:" in capsys.readouterr().out
+    # The same graph as analyze alone, and the same rows as transform alone.
+    expected = apply_graph(out, {"x": setup[1], "v": setup[2]})
+    table = pq.read_table(out / "rows")
+    assert table.num_rows == ROWS
+    missing = table["x__missing"].to_numpy()
+    clipped = table["x__clipped"].to_numpy()
+    v_out = np.array(table["v"].to_pylist(), np.float32)
+    _check(expected, table["x"].to_numpy(), v_out, missing, clipped)
+    reference = json.loads((root / "artifacts" / "stats.json").read_text())
+    assert (
+        json.loads((out / "stats.json").read_text())["features"]
+        == (reference["features"])
+    )
