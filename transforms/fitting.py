@@ -41,7 +41,15 @@ ABSOLUTE_ZERO_SCALE = 1e-30
 COUNT_FIELDS = ("count", "missing", "nan", "pos_inf", "neg_inf")
 MOMENT_FIELDS = ("mean", "std", "min", "max")
 QUANTILE_FIELDS = tuple(f"q{p}" for p in REPORTED_QUANTILES)
-BOUND_FIELDS = ("lower", "upper", "impute_value", "robust_lower", "robust_upper")
+# `phase0_lower`/`phase0_upper` are every strategy's bounds but `mad`'s; the
+# final `lower`/`upper` are FIT_FIELDS.
+BOUND_FIELDS = (
+    "phase0_lower",
+    "phase0_upper",
+    "impute_value",
+    "robust_lower",
+    "robust_upper",
+)
 PHASE0_FIELDS = COUNT_FIELDS + MOMENT_FIELDS + QUANTILE_FIELDS + BOUND_FIELDS
 
 # What this phase adds, field-major over slots. The first four are what the
@@ -49,6 +57,7 @@ PHASE0_FIELDS = COUNT_FIELDS + MOMENT_FIELDS + QUANTILE_FIELDS + BOUND_FIELDS
 GRAPH_FIELDS = ("center", "scale", "lower", "upper")
 FIT_FIELDS = (*GRAPH_FIELDS, "mad", "fit_count", "clipped_below", "clipped_above")
 FIT_FIELDS += ("flags",)
+assert not set(PHASE0_FIELDS) & set(FIT_FIELDS), "field names must be unique"
 
 # Bits of the `flags` field; `FLAG_MESSAGES` is their text in stats.json.
 FLAG_CONSTANT = 1
@@ -127,10 +136,20 @@ def stats_vector_length(slots: int) -> int:
     return phase0_length(slots) + len(FIT_FIELDS) * slots
 
 
+def field_slice(field: str, slots: int) -> slice:
+    """Where a field's `[S]` values sit in the statistics vector (and, for a
+    phase-0 field, in the parameters vector, its prefix). Field names are
+    unique across `PHASE0_FIELDS` and `FIT_FIELDS`."""
+    if field in PHASE0_FIELDS:
+        start = 1 + PHASE0_FIELDS.index(field) * slots
+    else:
+        start = phase0_length(slots) + FIT_FIELDS.index(field) * slots
+    return slice(start, start + slots)
+
+
 def phase0_field(parameters: np.ndarray, field: str, slots: int) -> np.ndarray:
     """The `[S]` values of one phase-0 field."""
-    start = 1 + PHASE0_FIELDS.index(field) * slots
-    return np.asarray(parameters[start : start + slots], dtype=np.float64)
+    return np.asarray(parameters[field_slice(field, slots)], dtype=np.float64)
 
 
 def log_transform(values: np.ndarray) -> np.ndarray:
@@ -166,8 +185,8 @@ def final_bounds(
     median and `mads` here. Bounds are clamped to the finite float32 range.
     """
     count = len(slots)
-    lower = phase0_field(parameters, "lower", count).copy()
-    upper = phase0_field(parameters, "upper", count).copy()
+    lower = phase0_field(parameters, "phase0_lower", count).copy()
+    upper = phase0_field(parameters, "phase0_upper", count).copy()
     median = phase0_field(parameters, "q0.5", count)
     for index, slot in enumerate(slots):
         if slot.clip == "mad":

@@ -43,7 +43,7 @@ from tanhguard.transforms.fitting import (
     GRAPH_FIELDS,
     PHASE0_FIELDS,
     QUANTILE_FIELDS,
-    phase0_length,
+    field_slice,
     plan_slots,
     stats_vector_length,
 )
@@ -68,11 +68,6 @@ STATS_VECTOR_NAME = "tanhguard_stats_vector"
 CONFIG_NAME = "tanhguard_config"
 
 
-def total_elements(config: Config) -> int:
-    """D: the number of model inputs, summed over features."""
-    return sum(feature.size for feature in config.features.values())
-
-
 def total_slots(config: Config) -> int:
     """S: the number of sets of statistics, summed over features."""
     return sum(feature.slots for feature in config.features.values())
@@ -87,18 +82,19 @@ def _required_probabilities(feature: FeatureConfig) -> list[float]:
     return probabilities
 
 
-def _statistics_groups(config: Config) -> dict[tuple, list[str]]:
+def _statistics_groups(config: Config) -> dict[tuple[int, str | None], list[str]]:
     """Features whose statistics one set of analyzers computes side by side.
 
-    Scalars and elementwise vectors with the same quantile grid share their
-    analyzers (a handful of TFT analyzers however many features there are);
-    a shared vector pools its elements into one column, so it has its own.
+    Keys are `(quantile grid, pooled feature or None)`. Scalars and elementwise
+    vectors with the same grid share their analyzers (a handful of TFT
+    analyzers however many features there are); a shared vector pools its
+    elements into one column, so it has its own.
     """
-    groups: dict[tuple, list[str]] = {}
+    groups: dict[tuple[int, str | None], list[str]] = {}
     for name, feature in config.features.items():
         grid = quantile_grid(_required_probabilities(feature))
-        key = ("grid", grid) if feature.slots == feature.size else ("pooled", name)
-        groups.setdefault(key, []).append(name)
+        pooled = None if feature.slots == feature.size else name
+        groups.setdefault((grid, pooled), []).append(name)
     return groups
 
 
@@ -111,14 +107,12 @@ def _first_phase(
         for name, feature in config.features.items()
     }
     stats: dict[str, FeatureStatistics] = {}
-    for index, ((kind, detail), names) in enumerate(_statistics_groups(config).items()):
-        if kind == "pooled":
-            x, missing = (tf.reshape(t, [-1, 1]) for t in dense[detail])
-            grid = quantile_grid(_required_probabilities(config.features[detail]))
+    for index, ((grid, pooled), names) in enumerate(_statistics_groups(config).items()):
+        if pooled is not None:
+            x, missing = (tf.reshape(t, [-1, 1]) for t in dense[pooled])
         else:
             x = tf.concat([dense[name][0] for name in names], axis=1)
             missing = tf.concat([dense[name][1] for name in names], axis=1)
-            grid = detail
         group_stats = compute_statistics(x, missing, grid, f"statistics_{index}")
         offset = 0
         for name in names:
@@ -155,8 +149,8 @@ def _phase0_fields(
             field: stats.quantile(p)
             for field, p in zip(QUANTILE_FIELDS, REPORTED_QUANTILES, strict=True)
         },
-        "lower": lower,
-        "upper": upper,
+        "phase0_lower": lower,
+        "phase0_upper": upper,
         "impute_value": impute_value(feature.impute, stats, slots),
         "robust_lower": robust[0],
         "robust_upper": robust[1],
@@ -229,11 +223,7 @@ def build_preprocessing_fn(
                 fitter(side_by_side, parameters, plan_slots(config)),
                 name=STATS_VECTOR_NAME,
             )
-        fitted = vector[phase0_length(slots) :]
-        applied = {
-            key: fitted[i * slots : (i + 1) * slots]
-            for i, key in enumerate(GRAPH_FIELDS)
-        }
+        applied = {key: vector[field_slice(key, slots)] for key in GRAPH_FIELDS}
         outputs, offset = {}, 0
         for name, feature in config.features.items():
             span = slice(offset, offset + feature.slots)
@@ -285,16 +275,8 @@ def unpack_stats_vector(config: Config, vector: np.ndarray) -> dict[str, Any]:
         )
     num_rows = int(vector[0])
     rows_of = {
-        field: vector[1 + i * count : 1 + (i + 1) * count]
-        for i, field in enumerate(PHASE0_FIELDS)
+        field: vector[field_slice(field, count)] for field in PHASE0_FIELDS + FIT_FIELDS
     }
-    fitted = vector[phase0_length(count) :]
-    rows_of.update(
-        {
-            field: fitted[i * count : (i + 1) * count]
-            for i, field in enumerate(FIT_FIELDS)
-        }
-    )
     for field in ("lower", "upper", "center", "scale", "impute_value"):
         rows_of[field] = rows_of[field].astype(np.float32).astype(np.float64)
     features: dict[str, Any] = {}
