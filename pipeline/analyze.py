@@ -30,13 +30,12 @@ from tensorflow_transform.tf_metadata import (
 from tanhguard.pipeline.artifacts import atomic_output_dir
 from tanhguard.pipeline.csv_reader import (
     DataError,
-    expand_pattern,
     raw_feature_spec,
     tensor_adapter_config,
 )
 from tanhguard.pipeline.graph_stats import read_graph_stats
 from tanhguard.pipeline.progress import say
-from tanhguard.pipeline.readers import ReadRecordBatches, check_file, detect_format
+from tanhguard.pipeline.readers import ReadRecordBatches, resolve_inputs
 from tanhguard.transforms.config import Config
 from tanhguard.transforms.fitting import NoFiniteValuesError
 from tanhguard.transforms.preprocessing import (
@@ -95,9 +94,8 @@ def _find_data_error(error: BaseException) -> BaseException | None:
     return None
 
 
-def _check_inputs(config: Config, files: Sequence[str], fmt: str) -> None:
-    has_rows = [check_file(path, config, fmt) for path in files]
-    if not any(has_rows):
+def _require_rows(files: Sequence[str], has_rows: bool) -> None:
+    if not has_rows:
         raise DataError(
             f"no data rows: {len(files)} file(s) hold no rows "
             f"({', '.join(files[:3])}{', ...' if len(files) > 3 else ''})"
@@ -141,9 +139,8 @@ def run_analyze(
       OutputExistsError: `output` exists and `overwrite` is false.
     """
     started = time.monotonic()
-    files = expand_pattern(data)
-    fmt = detect_format(files, fmt)
-    _check_inputs(config, files, fmt)
+    files, fmt, has_rows = resolve_inputs(data, config, fmt)
+    _require_rows(files, has_rows)
     say(f"analyzing {len(files)} {fmt} file(s) matching {data}", quiet)
     with atomic_output_dir(output, overwrite=overwrite) as staging:
         tft_temp = staging / ".tft_tmp"

@@ -8,8 +8,38 @@ import os
 import sys
 from collections.abc import Sequence
 
+from tanhguard.pipeline.formats import FORMATS
+
 EXIT_OK = 0
 EXIT_ERROR = 1
+
+
+def _add_input_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data", required=True, help="CSV, TFRecord or Parquet file, or a glob"
+    )
+    parser.add_argument(
+        "--format", choices=FORMATS, help="input format (default: from file names)"
+    )
+
+
+def _add_output_format(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--output-format",
+        choices=FORMATS,
+        default="parquet",
+        help="format of the transformed shards (default parquet)",
+    )
+
+
+def _add_write_flags(parser: argparse.ArgumentParser, quiet: bool = True) -> None:
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an existing --output"
+    )
+    if quiet:
+        parser.add_argument(
+            "--quiet", action="store_true", help="no progress lines on stderr"
+        )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -31,21 +61,9 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     analyze.add_argument("--config", required=True, help="YAML feature config")
-    analyze.add_argument(
-        "--data", required=True, help="CSV, TFRecord or Parquet file, or a glob"
-    )
-    analyze.add_argument(
-        "--format",
-        choices=("csv", "tfrecord", "parquet"),
-        help="input format (default: from the file names)",
-    )
+    _add_input_flags(analyze)
     analyze.add_argument("--output", required=True, help="artifacts directory")
-    analyze.add_argument(
-        "--overwrite", action="store_true", help="replace an existing --output"
-    )
-    analyze.add_argument(
-        "--quiet", action="store_true", help="no progress lines on stderr"
-    )
+    _add_write_flags(analyze)
 
     run = commands.add_parser(
         "run",
@@ -53,27 +71,12 @@ def _parser() -> argparse.ArgumentParser:
         description="Unrecognised flags are passed to Apache Beam.",
     )
     run.add_argument("--config", required=True, help="YAML feature config")
-    run.add_argument(
-        "--data", required=True, help="CSV, TFRecord or Parquet file, or a glob"
-    )
-    run.add_argument(
-        "--format",
-        choices=("csv", "tfrecord", "parquet"),
-        help="input format (default: from the file names)",
-    )
+    _add_input_flags(run)
     run.add_argument(
         "--output", required=True, help="artifacts directory; rows go to rows/"
     )
-    run.add_argument(
-        "--output-format",
-        choices=("parquet", "tfrecord", "csv"),
-        default="parquet",
-        help="format of the transformed shards (default parquet)",
-    )
-    run.add_argument(
-        "--overwrite", action="store_true", help="replace an existing --output"
-    )
-    run.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    _add_output_format(run)
+    _add_write_flags(run)
 
     transform = commands.add_parser(
         "transform",
@@ -83,27 +86,10 @@ def _parser() -> argparse.ArgumentParser:
     transform.add_argument(
         "--artifacts", required=True, help="artifacts directory from `analyze`"
     )
-    transform.add_argument(
-        "--data", required=True, help="CSV, TFRecord or Parquet file, or a glob"
-    )
-    transform.add_argument(
-        "--format",
-        choices=("csv", "tfrecord", "parquet"),
-        help="input format (default: from the file names)",
-    )
+    _add_input_flags(transform)
     transform.add_argument("--output", required=True, help="output directory")
-    transform.add_argument(
-        "--output-format",
-        choices=("parquet", "tfrecord", "csv"),
-        default="parquet",
-        help="format of the written shards (default parquet)",
-    )
-    transform.add_argument(
-        "--overwrite", action="store_true", help="replace an existing --output"
-    )
-    transform.add_argument(
-        "--quiet", action="store_true", help="no progress lines on stderr"
-    )
+    _add_output_format(transform)
+    _add_write_flags(transform)
 
     export = commands.add_parser(
         "export",
@@ -125,9 +111,7 @@ def _parser() -> argparse.ArgumentParser:
             "directory, .h5 or .keras file, or a Keras 3 .keras file"
         ),
     )
-    export.add_argument(
-        "--overwrite", action="store_true", help="replace an existing --output"
-    )
+    _add_write_flags(export, quiet=False)
 
     commands.add_parser("config-schema", help="print the JSON Schema of a config")
 

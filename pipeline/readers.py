@@ -31,13 +31,14 @@ from tanhguard.pipeline.csv_reader import (
     _feature_column,
     arrow_schema,
     check_header,
+    expand_pattern,
     raw_feature_spec,
     read_csv_batches,
 )
+from tanhguard.pipeline.formats import FORMATS
 from tanhguard.pipeline.progress import counted
 from tanhguard.transforms.config import Config
 
-FORMATS = ("csv", "tfrecord", "parquet")
 _SUFFIXES = {
     ".csv": "csv",
     ".tfrecord": "tfrecord",
@@ -263,6 +264,21 @@ def check_file(path: str, config: Config, fmt: str) -> bool:
     if fmt == "parquet":
         return check_parquet(path, config)
     return check_tfrecord(path, config)
+
+
+def resolve_inputs(
+    data: str, config: Config, fmt: str | None = None
+) -> tuple[list[str], str, bool]:
+    """`(files, format, has_rows)` for a path or glob, each file checked.
+
+    Raises:
+      DataError: no file matches, the format is unclear, or a file does not fit
+        the config (see `check_file`).
+    """
+    files = expand_pattern(data)
+    fmt = detect_format(files, fmt)
+    has_rows = [check_file(path, config, fmt) for path in files]
+    return files, fmt, any(has_rows)
 
 
 def read_batches(path: str, config: Config, fmt: str) -> Iterator[pa.RecordBatch]:

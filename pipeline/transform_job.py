@@ -22,13 +22,12 @@ import tensorflow_transform.beam as tft_beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from tanhguard.pipeline.artifacts import atomic_output_dir
-from tanhguard.pipeline.csv_reader import expand_pattern, tensor_adapter_config
+from tanhguard.pipeline.csv_reader import tensor_adapter_config
 from tanhguard.pipeline.export import load_artifacts_config, model_matrix_names
+from tanhguard.pipeline.formats import FORMATS
 from tanhguard.pipeline.progress import say
-from tanhguard.pipeline.readers import ReadRecordBatches, check_file, detect_format
+from tanhguard.pipeline.readers import ReadRecordBatches, resolve_inputs
 from tanhguard.transforms.config import Config
-
-OUTPUT_FORMATS = ("parquet", "tfrecord", "csv")
 
 
 def output_schema(config: Config) -> pa.Schema:
@@ -142,17 +141,13 @@ def run_transform(
       DataError / ExportError: bad input files or artifacts, named.
       ValueError: an unknown `output_format`.
     """
-    if output_format not in OUTPUT_FORMATS:
+    if output_format not in FORMATS:
         raise ValueError(
-            f"`--output-format` must be one of {OUTPUT_FORMATS}. "
-            f"Received: {output_format}"
+            f"`--output-format` must be one of {FORMATS}. Received: {output_format}"
         )
     started = time.monotonic()
     config = load_artifacts_config(artifacts)
-    files = expand_pattern(data)
-    fmt = detect_format(files, fmt)
-    for path in files:
-        check_file(path, config, fmt)
+    files, fmt, _ = resolve_inputs(data, config, fmt)
     say(f"transforming {len(files)} {fmt} file(s) matching {data}", quiet)
     with atomic_output_dir(output, overwrite=overwrite) as staging:
         prefix = str(staging / "part")
