@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
+import numpy as np
+import tensorflow as tf
 import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -36,6 +38,7 @@ from tanhguard.pipeline.csv_reader import (
 from tanhguard.pipeline.graph_stats import read_graph_stats
 from tanhguard.pipeline.progress import say
 from tanhguard.pipeline.readers import ReadRecordBatches, resolve_inputs
+from tanhguard.pipeline.statistics import DataShapeError, FirstPhase, dense_batch
 from tanhguard.transforms.config import Config
 from tanhguard.transforms.fitting import NoFiniteValuesError
 from tanhguard.transforms.preprocessing import (
@@ -56,18 +59,61 @@ class AnalyzeFeatures(beam.PTransform):
     Input: a PCollection of Arrow record batches in the layout of
     `csv_reader.arrow_schema(config)`.
     Output: the `(transform_fn, metadata)` pair of `tft_beam.AnalyzeDataset`.
+
+    With `parameters` (the first phase's vector, see `first_phase`), the
+    analysis has one phase; without, TFT computes both phases here, reading
+    the input twice.
     """
 
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, parameters: np.ndarray | None = None):
         super().__init__()
         self._config = config
+        self._parameters = parameters
 
     def expand(self, record_batches: beam.PCollection):
-        preprocessing_fn = build_preprocessing_fn(self._config)
+        preprocessing_fn = build_preprocessing_fn(
+            self._config, parameters=self._parameters
+        )
         return (
             record_batches,
             tensor_adapter_config(self._config),
         ) | "AnalyzeDataset" >> tft_beam.AnalyzeDataset(preprocessing_fn)
+
+
+def first_phase(
+    config: Config,
+    files: Sequence[str],
+    fmt: str,
+    options: PipelineOptions,
+    temp: Path,
+    quiet: bool,
+) -> np.ndarray:
+    """The first analysis phase as a Beam job of its own: the parameters.
+
+    TFT feeds every analysis phase from its one input PCollection, so a
+    two-phase analysis makes the runner keep the whole dataset between the
+    phases (Beam's in-process runner holds it in memory). The batch job
+    instead runs the first phase's PTransform (the one TFT runs as an
+    analyzer inside TFX) over the files, then the rest with its result as
+    constants: the files are read twice and both passes stream.
+    """
+    temp.mkdir(parents=True, exist_ok=True)
+    target = str(temp / "parameters.npy")
+
+    def save(vector: np.ndarray) -> None:
+        with tf.io.gfile.GFile(target, "wb") as handle:
+            np.save(handle, vector)
+
+    with beam.Pipeline(options=options) as pipeline:
+        (vector,) = (
+            pipeline
+            | "Read" >> ReadRecordBatches(files, config, fmt, quiet)
+            | "Dense" >> beam.Map(dense_batch, config=config)
+            | "FirstPhase" >> FirstPhase(config)
+        )
+        _ = vector | "Save" >> beam.Map(save)
+    with tf.io.gfile.GFile(target, "rb") as handle:
+        return np.load(handle)
 
 
 def _versions() -> dict[str, str]:
@@ -88,7 +134,7 @@ def _find_data_error(error: BaseException) -> BaseException | None:
     seen = set()
     while error is not None and id(error) not in seen:
         seen.add(id(error))
-        if isinstance(error, (DataError, NoFiniteValuesError)):
+        if isinstance(error, (DataError, DataShapeError, NoFiniteValuesError)):
             return error
         error = error.__cause__ or error.__context__
     return None
@@ -146,6 +192,9 @@ def run_analyze(
         tft_temp = staging / ".tft_tmp"
         options = PipelineOptions(list(beam_args))
         try:
+            say("pass 1 of 2: counts, moments and quantiles", quiet)
+            parameters = first_phase(config, files, fmt, options, tft_temp, quiet)
+            say("pass 2 of 2: bounds, center and scale", quiet)
             with (
                 beam.Pipeline(options=options) as pipeline,
                 tft_beam.Context(temp_dir=str(tft_temp)),
@@ -153,7 +202,9 @@ def run_analyze(
                 batches = pipeline | "Read" >> ReadRecordBatches(
                     files, config, fmt, quiet
                 )
-                transform_fn = batches | "AnalyzeFeatures" >> AnalyzeFeatures(config)
+                transform_fn = batches | "AnalyzeFeatures" >> AnalyzeFeatures(
+                    config, parameters
+                )
                 _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(
                     str(staging)
                 )
@@ -162,7 +213,13 @@ def run_analyze(
 
                     (staging / ROWS_DIR).mkdir()
                     rows_prefix = str(staging / ROWS_DIR / "part")
-                    _ = batches | "TransformAndWrite" >> TransformAndWrite(
+                    # A read of its own: sharing `batches` with the analysis
+                    # would make the runner hold the dataset until the graph
+                    # is ready.
+                    rows = pipeline | "ReadForTransform" >> ReadRecordBatches(
+                        files, config, fmt, quiet
+                    )
+                    _ = rows | "TransformAndWrite" >> TransformAndWrite(
                         config, transform_fn, rows_prefix, rows_format
                     )
         except Exception as error:

@@ -23,7 +23,8 @@ def counted(
 ) -> Iterator[pa.RecordBatch]:
     """Passes `batches` through, reporting rows read and the rate per file.
 
-    TFT reads the input once per analysis phase, so a file is reported twice.
+    The analysis reads every file twice (once per pass), so a file is
+    reported twice; `tanhguard run` reads it a third time to transform it.
     """
     started = last = time.monotonic()
     rows = 0

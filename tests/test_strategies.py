@@ -387,3 +387,39 @@ def test_every_output_is_finite_and_bounded_and_indicators_are_0_or_1(run, value
         assert np.all(np.abs(value) <= feature.output_bound), name
         for output in config.output_names(name)[1:]:
             assert set(np.unique(outputs[output])) <= {0.0, 1.0}, output
+
+
+def test_both_phases_inside_tft_give_the_statistics_of_the_two_pass_job(run, tmp_path):
+    """TFX's route (both phases as TFT analyzers over one input, the graph
+    densifying) against the batch job's (the first phase straight on Beam,
+    densified in numpy, then the graph with its result as constants)."""
+    import apache_beam as beam
+    import tensorflow_transform.beam as tft_beam
+
+    from tanhguard.pipeline.analyze import AnalyzeFeatures
+    from tanhguard.pipeline.graph_stats import read_graph_stats
+    from tanhguard.pipeline.readers import ReadRecordBatches
+    from tanhguard.transforms.fitting import (
+        FIT_FIELDS,
+        PHASE0_FIELDS,
+        field_slice,
+        plan_slots,
+    )
+
+    config = run["config"]
+    with beam.Pipeline() as pipeline, tft_beam.Context(temp_dir=str(tmp_path)):
+        batches = pipeline | ReadRecordBatches(
+            [str(run["root"] / "data.csv")], config, "csv"
+        )
+        transform_fn = batches | AnalyzeFeatures(config)  # no parameters given
+        _ = transform_fn | tft_beam.WriteTransformFn(str(tmp_path / "out"))
+    _, in_tft = read_graph_stats(tmp_path / "out")
+    _, two_pass = read_graph_stats(run["root"] / "artifacts")
+    count = len(plan_slots(config))
+    assert in_tft.shape == two_pass.shape
+    assert in_tft[0] == two_pass[0] == ROWS
+    for field in PHASE0_FIELDS + FIT_FIELDS:
+        where = field_slice(field, count)
+        np.testing.assert_allclose(
+            in_tft[where], two_pass[where], rtol=1e-12, atol=0, err_msg=field
+        )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-import tensorflow as tf
+import numpy as np
 
 from tanhguard.transforms.analyzers import FeatureStatistics
 from tanhguard.transforms.config import (
@@ -31,7 +31,7 @@ from tanhguard.transforms.fitting import FLOAT32_MAX
 
 def clip_bounds(
     spec: ClipSpec, stats: FeatureStatistics, slots: int
-) -> tuple[tf.Tensor, tf.Tensor]:
+) -> tuple[np.ndarray, np.ndarray]:
     """First-phase `(lower, upper)`, each float64 `[slots]`.
 
     Returns:
@@ -47,18 +47,19 @@ def clip_bounds(
       clamped to it later, with the final bounds.
     """
 
-    def filled(value: float) -> tf.Tensor:
-        return tf.fill([slots], tf.constant(value, tf.float64))
+    def filled(value: float) -> np.ndarray:
+        return np.full(slots, value, np.float64)
 
-    def as64(tensor: tf.Tensor) -> tf.Tensor:
-        return tf.cast(tensor, tf.float64)
+    def as64(values: np.ndarray) -> np.ndarray:
+        return np.asarray(values, np.float64)
 
     if isinstance(spec, FixedClip):
         return filled(spec.lower), filled(spec.upper)
     if isinstance(spec, QuantileClip):
         return as64(stats.quantile(spec.lower)), as64(stats.quantile(spec.upper))
     if isinstance(spec, SigmaClip):
-        return stats.mean - spec.k * stats.std, stats.mean + spec.k * stats.std
+        mean, std = as64(stats.mean), as64(stats.std)
+        return mean - spec.k * std, mean + spec.k * std
     if isinstance(spec, IqrClip):
         q1, q3 = as64(stats.quantile(0.25)), as64(stats.quantile(0.75))
         return q1 - spec.k * (q3 - q1), q3 + spec.k * (q3 - q1)
@@ -71,18 +72,18 @@ def clip_bounds(
     raise TypeError(f"`clip`: unsupported strategy. Received: {spec!r}")
 
 
-def impute_value(spec, stats: FeatureStatistics, slots: int) -> tf.Tensor:
+def impute_value(spec, stats: FeatureStatistics, slots: int) -> np.ndarray:
     """The float64 `[slots]` value missing and NaN inputs take.
 
     `median` and `mean` are of the finite training values; `zero` is 0 and
     `constant` the configured value. The graph clips it like any value.
     """
     if isinstance(spec, MedianImpute):
-        return tf.cast(stats.quantile(0.5), tf.float64)
+        return np.asarray(stats.quantile(0.5), np.float64)
     if isinstance(spec, MeanImpute):
-        return stats.mean
+        return np.asarray(stats.mean, np.float64)
     if isinstance(spec, ZeroImpute):
-        return tf.zeros([slots], tf.float64)
+        return np.zeros(slots, np.float64)
     if isinstance(spec, ConstantImpute):
-        return tf.fill([slots], tf.constant(spec.value, tf.float64))
+        return np.full(slots, spec.value, np.float64)
     raise TypeError(f"`impute`: unsupported strategy. Received: {spec!r}")

@@ -232,11 +232,16 @@ def column_moments(
     """
     x = np.asarray(x, dtype=np.float64)
     finite = np.isfinite(x)
+    outside = ~finite
     clipped = np.clip(np.where(finite, x, 0.0), lower, upper)
-    clipped = np.where(log, log_transform(clipped), clipped)
+    if np.any(log):
+        clipped = np.where(log, log_transform(clipped), clipped)
+    clipped[outside] = 0.0
     count = finite.sum(axis=0).astype(np.float64)
-    mean = np.where(finite, clipped, 0.0).sum(axis=0) / np.maximum(count, 1.0)
-    m2 = np.where(finite, (clipped - mean) ** 2, 0.0).sum(axis=0)
+    mean = clipped.sum(axis=0) / np.maximum(count, 1.0)
+    clipped -= mean
+    clipped[outside] = 0.0
+    m2 = np.einsum("ij,ij->j", clipped, clipped)
     with np.errstate(invalid="ignore"):
         below = (x < lower).sum(axis=0).astype(np.float64)
         above = (x > upper).sum(axis=0).astype(np.float64)

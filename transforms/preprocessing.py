@@ -21,17 +21,10 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from tanhguard.transforms.analyzers import (
-    FeatureStatistics,
-    compute_statistics,
-    quantile_grid,
-)
-from tanhguard.transforms.bounds import clip_bounds, impute_value
 from tanhguard.transforms.config import (
     REPORTED_QUANTILES,
     Config,
     FeatureConfig,
-    QuantileClip,
     RobustScale,
 )
 from tanhguard.transforms.fitting import (
@@ -73,88 +66,31 @@ def total_slots(config: Config) -> int:
     return sum(feature.slots for feature in config.features.values())
 
 
-def _required_probabilities(feature: FeatureConfig) -> list[float]:
-    probabilities = list(REPORTED_QUANTILES)
-    if isinstance(feature.clip, QuantileClip):
-        probabilities += [feature.clip.lower, feature.clip.upper]
-    if isinstance(feature.scale, RobustScale):
-        probabilities += [feature.scale.lower, feature.scale.upper]
-    return probabilities
-
-
-def _statistics_groups(config: Config) -> dict[tuple[int, str | None], list[str]]:
-    """Features whose statistics one set of analyzers computes side by side.
-
-    Keys are `(quantile grid, pooled feature or None)`. Scalars and elementwise
-    vectors with the same grid share their analyzers (a handful of TFT
-    analyzers however many features there are); a shared vector pools its
-    elements into one column, so it has its own.
-    """
-    groups: dict[tuple[int, str | None], list[str]] = {}
-    for name, feature in config.features.items():
-        grid = quantile_grid(_required_probabilities(feature))
-        pooled = None if feature.slots == feature.size else name
-        groups.setdefault((grid, pooled), []).append(name)
-    return groups
-
-
-def _first_phase(
+def _densify(
     config: Config, inputs: Mapping[str, Any]
-) -> tuple[dict[str, tf.Tensor], dict[str, FeatureStatistics]]:
-    """`(x, stats)` per feature: dense values and first-phase statistics."""
-    dense = {
+) -> dict[str, tuple[tf.Tensor, tf.Tensor]]:
+    """`(x, missing)` per feature: dense `[batch, size]` values and mask."""
+    absent = [name for name in config.features if name not in inputs]
+    if absent:
+        raise ValueError(
+            f"features {absent} are configured but not in the inputs. "
+            f"Received: {sorted(inputs)}"
+        )
+    return {
         name: densify(inputs[name], feature.size, name=f"{name}/densify")
         for name, feature in config.features.items()
     }
-    stats: dict[str, FeatureStatistics] = {}
-    for index, ((grid, pooled), names) in enumerate(_statistics_groups(config).items()):
-        if pooled is not None:
-            x, missing = (tf.reshape(t, [-1, 1]) for t in dense[pooled])
-        else:
-            x = tf.concat([dense[name][0] for name in names], axis=1)
-            missing = tf.concat([dense[name][1] for name in names], axis=1)
-        group_stats = compute_statistics(x, missing, grid, f"statistics_{index}")
-        offset = 0
-        for name in names:
-            slots = config.features[name].slots
-            stats[name] = group_stats.columns(offset, offset + slots)
-            offset += slots
-    return {name: pair[0] for name, pair in dense.items()}, stats
 
 
-def _phase0_fields(
-    feature: FeatureConfig, stats: FeatureStatistics
-) -> dict[str, tf.Tensor]:
-    """The `PHASE0_FIELDS` of one feature, `[slots]` each."""
-    slots = feature.slots
-    lower, upper = clip_bounds(feature.clip, stats, slots)
-    if isinstance(feature.scale, RobustScale):
-        robust = [
-            stats.quantile(feature.scale.lower),
-            stats.quantile(feature.scale.upper),
-        ]
-    else:
-        robust = [tf.zeros([slots]), tf.zeros([slots])]
-    return {
-        "count": stats.count,
-        "missing": stats.missing,
-        "nan": stats.nan,
-        "pos_inf": stats.pos_inf,
-        "neg_inf": stats.neg_inf,
-        "mean": stats.mean,
-        "std": stats.std,
-        "min": stats.min,
-        "max": stats.max,
-        **{
-            field: stats.quantile(p)
-            for field, p in zip(QUANTILE_FIELDS, REPORTED_QUANTILES, strict=True)
-        },
-        "phase0_lower": lower,
-        "phase0_upper": upper,
-        "impute_value": impute_value(feature.impute, stats, slots),
-        "robust_lower": robust[0],
-        "robust_upper": robust[1],
-    }
+def _side_by_side(
+    config: Config, dense: Mapping[str, tuple[tf.Tensor, tf.Tensor]]
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Every feature's `(x, missing)` side by side: `[batch, D]` each."""
+    names = list(config.features)
+    return (
+        tf.concat([dense[name][0] for name in names], axis=1),
+        tf.concat([dense[name][1] for name in names], axis=1),
+    )
 
 
 def _per_element(values: tf.Tensor, feature: FeatureConfig) -> tf.Tensor:
@@ -166,7 +102,9 @@ def _per_element(values: tf.Tensor, feature: FeatureConfig) -> tf.Tensor:
 
 
 def build_preprocessing_fn(
-    config: Config, fit_scale: ScaleFitter | None = None
+    config: Config,
+    fit_scale: ScaleFitter | None = None,
+    parameters: np.ndarray | None = None,
 ) -> Callable[[Mapping[str, Any]], dict[str, tf.Tensor]]:
     """Builds a TFT `preprocessing_fn` for a validated config.
 
@@ -175,6 +113,12 @@ def build_preprocessing_fn(
       fit_scale: The `ScaleFitter` that runs the last analysis phase; the
         default is the Beam analyzer (imported when the function is traced:
         the last phase is a Beam `PTransform` by nature).
+      parameters: The first phase's parameters vector, from
+        `tanhguard.pipeline.statistics.FirstPhase` run over the same data.
+        Given, the graph uses them as constants and has one analysis phase; by
+        default, that PTransform runs in this graph as a TFT analyzer (two
+        phases, the way TFX runs it). The saved graph applies the same numbers
+        either way.
 
     Returns:
       A function from raw features (one `SparseTensor` or dense tensor per
@@ -184,25 +128,17 @@ def build_preprocessing_fn(
     """
 
     def preprocessing_fn(inputs: Mapping[str, Any]) -> dict[str, tf.Tensor]:
-        absent = [name for name in config.features if name not in inputs]
-        if absent:
-            raise ValueError(
-                f"features {absent} are configured but not in the inputs. "
-                f"Received: {sorted(inputs)}"
-            )
-        raw_x, stats = _first_phase(config, inputs)
-        fields, xs = {}, {}
-        for name, feature in config.features.items():
-            fields[name] = _phase0_fields(feature, stats[name])
-            xs[name] = apply_inf_policy(raw_x[name], feature.inf)
-        first = next(iter(config.features))
-        # Every value is counted once in exactly one of the count fields.
-        values_per_row = config.features[first].size // config.features[first].slots
-        rows = tf.add_n([fields[first][key][:1] for key in COUNT_FIELDS])
-        packed = [tf.cast(rows, tf.float64) / values_per_row]
-        for key in PHASE0_FIELDS:
-            packed += [tf.cast(fields[name][key], tf.float64) for name in xs]
-        parameters = tf.concat(packed, axis=0)
+        dense = _densify(config, inputs)
+        xs = {
+            name: apply_inf_policy(dense[name][0], feature.inf)
+            for name, feature in config.features.items()
+        }
+        if parameters is None:
+            from tanhguard.pipeline.statistics import first_phase_analyzer
+
+            phase0 = first_phase_analyzer(*_side_by_side(config, dense), config)
+        else:
+            phase0 = tf.constant(parameters, dtype=tf.float64, name="tanhguard_phase0")
         side_by_side = tf.concat(
             [tf.cast(xs[name], tf.float64) for name in config.features], axis=1
         )
@@ -220,17 +156,20 @@ def build_preprocessing_fn(
         )
         with tf.control_dependencies([keep_config]):
             vector = tf.identity(
-                fitter(side_by_side, parameters, plan_slots(config)),
+                fitter(side_by_side, phase0, plan_slots(config)),
                 name=STATS_VECTOR_NAME,
             )
-        applied = {key: vector[field_slice(key, slots)] for key in GRAPH_FIELDS}
+        applied = {
+            key: vector[field_slice(key, slots)]
+            for key in (*GRAPH_FIELDS, "impute_value")
+        }
         outputs, offset = {}, 0
         for name, feature in config.features.items():
             span = slice(offset, offset + feature.slots)
             offset += feature.slots
             out, missing, clipped = guard(
                 xs[name],
-                impute_value=_per_element(fields[name]["impute_value"], feature),
+                impute_value=_per_element(applied["impute_value"][span], feature),
                 lower=_per_element(applied["lower"][span], feature),
                 upper=_per_element(applied["upper"][span], feature),
                 center=_per_element(applied["center"][span], feature),
