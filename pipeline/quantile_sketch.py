@@ -1,12 +1,13 @@
-"""Quantiles of every column of a tensor over the dataset, as a TFT analyzer.
+"""Quantiles of every column of a batch stream: a Beam combiner.
 
 `tft.quantiles` runs its sketch through TFT's packed combiner, which Beam
 spreads over a hot-key fanout of ten: at an epsilon of 1e-4 the sketch of ten
 columns is over 100 MB, and on the in-process runner that combine re-encodes
 such accumulators through six stages, taking longer than reading the data.
-This analyzer keeps the same sketch (tfx_bsl's `QuantilesSketch`, the one
-`tft.quantiles` uses) in one `CombineGlobally`: each bundle sketches its own
-batches and the sketches are merged once.
+`QuantilesCombineFn` keeps the same sketch (tfx_bsl's `QuantilesSketch`, the
+one `tft.quantiles` uses) for a plain combine: the first phase
+(`tanhguard.pipeline.statistics`) sketches each bundle's batches and merges
+the sketches once.
 
 It also takes columns without a finite value: their quantiles are 0 (where
 `tft.quantiles` fails, tensorflow/transform#256), and the caller, which counts
@@ -18,8 +19,6 @@ from __future__ import annotations
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
-import tensorflow as tf
-import tensorflow_transform as tft
 from tfx_bsl.sketches import QuantilesSketch
 
 # The element count up to which the sketch's rank error stays within epsilon;
@@ -90,38 +89,3 @@ class QuantilesCombineFn(beam.CombineFn):
         for column, quantiles in zip(np.flatnonzero(seen), streams, strict=True):
             boundaries[column] = quantiles[1:-1]
         return boundaries
-
-
-class SketchQuantiles(beam.PTransform):
-    """Batches `[x]` -> one `[columns, grid - 1]` array (see
-    `QuantilesCombineFn`)."""
-
-    def __init__(self, columns: int, grid: int, epsilon: float):
-        super().__init__()
-        self._combine = QuantilesCombineFn(columns, grid, epsilon)
-
-    def expand(self, batches: beam.PCollection) -> list[beam.PCollection]:
-        return [batches | "Sketch" >> beam.CombineGlobally(self._combine)]
-
-
-def quantiles(x: tf.Tensor, grid: int, epsilon: float, name: str) -> tf.Tensor:
-    """Quantile boundaries of each column of `x` over the dataset.
-
-    Args:
-      x: float `[batch, columns]` with a static column count.
-      grid: probabilities `k / grid`, `k = 1 .. grid - 1`.
-      epsilon: the sketch's rank error, as a fraction of the finite values.
-      name: the analyzer's name.
-
-    Returns:
-      float32 `[columns, grid - 1]`, a constant of the saved graph.
-    """
-    columns = int(x.shape[1])
-    (boundaries,) = tft.experimental.ptransform_analyzer(
-        [x],
-        SketchQuantiles(columns, grid, epsilon),
-        output_dtypes=[tf.float32],
-        output_shapes=[[columns, grid - 1]],
-        name=name,
-    )
-    return boundaries

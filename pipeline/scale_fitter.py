@@ -17,6 +17,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 from tfx_bsl.sketches import QuantilesSketch
 
+from tanhguard.pipeline.quantile_sketch import MAX_ELEMENTS
 from tanhguard.transforms.analyzers import quantile_epsilon
 from tanhguard.transforms.fitting import (
     ColumnMoments,
@@ -32,7 +33,6 @@ from tanhguard.transforms.fitting import (
 
 # The MAD sketch's rank error: the same as the reported quantiles'.
 _MAD_EPSILON = quantile_epsilon(1_000)
-_MAX_ELEMENTS = 2**32
 
 
 class _MadCombineFn(beam.CombineFn):
@@ -43,9 +43,7 @@ class _MadCombineFn(beam.CombineFn):
         self._mad_slots = [i for i, slot in enumerate(slots) if slot.clip == "mad"]
 
     def create_accumulator(self) -> list[QuantilesSketch]:
-        return [
-            QuantilesSketch(_MAD_EPSILON, _MAX_ELEMENTS, 1) for _ in self._mad_slots
-        ]
+        return [QuantilesSketch(_MAD_EPSILON, MAX_ELEMENTS, 1) for _ in self._mad_slots]
 
     def add_input(self, sketches, batch):
         x = np.asarray(batch[0], dtype=np.float64)

@@ -1,7 +1,8 @@
 """The arithmetic of the last analysis phase, in numpy.
 
-The first phase (TFT analyzers, `tanhguard.transforms.analyzers`) measures the
-raw values: counts, moments, min/max and quantiles. This phase derives what the
+The first phase (`tanhguard.transforms.first_phase`, run on Beam by
+`tanhguard.pipeline.statistics`) measures the raw values: counts, moments,
+min/max and quantiles. This phase derives what the
 graph applies from them and from one more look at the data:
 
 - the `mad` clip's bounds (the median of `|x - median|` needs the median first);
