@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import apache_beam as beam
 import numpy as np
-import pyarrow as pa
 import tensorflow as tf
 import tensorflow_transform as tft
-from tfx_bsl.sketches import QuantilesSketch
 
 from tanhguard.pipeline.quantile_sketch import MAX_ELEMENTS
 from tanhguard.transforms.analyzers import quantile_epsilon
@@ -30,9 +28,10 @@ from tanhguard.transforms.fitting import (
     slot_bounds_per_column,
     stats_vector_length,
 )
+from tanhguard.transforms.quantile_summary import QuantileSummary, capacity_for
 
-# The MAD sketch's rank error: the same as the reported quantiles'.
-_MAD_EPSILON = quantile_epsilon(1_000)
+# The MAD summary's rank error: the same as the reported quantiles'.
+_MAD_CAPACITY = capacity_for(quantile_epsilon(1_000), MAX_ELEMENTS)
 
 
 class _MadCombineFn(beam.CombineFn):
@@ -42,33 +41,31 @@ class _MadCombineFn(beam.CombineFn):
         self._slots = slots
         self._mad_slots = [i for i, slot in enumerate(slots) if slot.clip == "mad"]
 
-    def create_accumulator(self) -> list[QuantilesSketch]:
-        return [QuantilesSketch(_MAD_EPSILON, MAX_ELEMENTS, 1) for _ in self._mad_slots]
+    def create_accumulator(self) -> list[QuantileSummary]:
+        return [QuantileSummary(_MAD_CAPACITY) for _ in self._mad_slots]
 
-    def add_input(self, sketches, batch):
+    def add_input(self, summaries, batch):
         x = np.asarray(batch[0], dtype=np.float64)
         median = phase0_field(np.asarray(batch[1])[0], "q0.5", len(self._slots))
-        for sketch, index in zip(sketches, self._mad_slots, strict=True):
+        for summary, index in zip(summaries, self._mad_slots, strict=True):
             values = x[:, list(self._slots[index].columns)].ravel()
             values = values[np.isfinite(values)]
-            if values.size:
-                sketch.AddValues(pa.array(np.abs(values - median[index])))
-        return sketches
+            summary.add(np.abs(values - median[index]))
+        return summaries
 
     def merge_accumulators(self, accumulators):
         accumulators = iter(accumulators)
         merged = next(accumulators)
-        for sketches in accumulators:
-            for into, other in zip(merged, sketches, strict=True):
-                into.Merge(other)
+        for summaries in accumulators:
+            for into, other in zip(merged, summaries, strict=True):
+                into.merge(other)
         return merged
 
-    def extract_output(self, sketches) -> np.ndarray:
+    def extract_output(self, summaries) -> np.ndarray:
         mads = np.full(len(self._slots), np.nan)
-        for sketch, index in zip(sketches, self._mad_slots, strict=True):
-            quantiles = sketch.GetQuantiles(2).to_pylist()
-            if quantiles:
-                mads[index] = quantiles[0][1]  # [min, median, max]
+        for summary, index in zip(summaries, self._mad_slots, strict=True):
+            if summary.count:
+                mads[index] = summary.quantiles([0.5])[0]
         return mads
 
 
