@@ -164,6 +164,31 @@ def test_tfrecord_that_is_not_tf_example_names_the_file(tmp_path):
     _fails_cleanly(tmp_path, path, r"junk.tfrecord: record 1: not a valid tf.Example")
 
 
+def test_bad_record_after_good_ones_is_named_with_its_number(tmp_path):
+    path = tmp_path / "mixed.tfrecord"
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for _ in range(1200):
+            writer.write(_example(1.0, False, 2, [1.0, 2.0]).SerializeToString())
+        writer.write(b"not a protocol buffer at all")  # record 1201
+        writer.write(_example(1.0, False, 2, [1.0, 2.0]).SerializeToString())
+    _fails_cleanly(
+        tmp_path, path, r"mixed.tfrecord: record 1201: not a valid tf.Example"
+    )
+
+
+def test_float_values_for_an_int_feature_name_the_record(tmp_path):
+    path = tmp_path / "typed.tfrecord"
+    good = _example(1.0, False, 2, [1.0, 2.0])
+    bad = _example(1.0, False, 2, [1.0, 2.0])
+    bad.features.feature["n"].CopyFrom(
+        tf.train.Feature(float_list=tf.train.FloatList(value=[2.5]))
+    )
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        writer.write(good.SerializeToString())
+        writer.write(bad.SerializeToString())
+    _fails_cleanly(tmp_path, path, r"typed.tfrecord: record 2: not a valid tf.Example")
+
+
 def test_truncated_gzip_tfrecord_names_the_file(tmp_path):
     good = tmp_path / "whole.tfrecord.gz"
     _write_tfrecord(good, range(ROWS), gzip_it=True)
