@@ -38,9 +38,14 @@ from tanhguard.pipeline.csv_reader import (
 from tanhguard.pipeline.graph_stats import read_graph_stats
 from tanhguard.pipeline.progress import say
 from tanhguard.pipeline.readers import ReadRecordBatches, resolve_inputs
-from tanhguard.pipeline.statistics import DataShapeError, FirstPhase, dense_batch
+from tanhguard.pipeline.scale_fitter import MadCombineFn
+from tanhguard.pipeline.statistics import (
+    DataShapeError,
+    FirstPhaseCombineFn,
+    dense_batch,
+)
 from tanhguard.transforms.config import Config
-from tanhguard.transforms.fitting import NoFiniteValuesError
+from tanhguard.transforms.fitting import NoFiniteValuesError, plan_slots
 from tanhguard.transforms.preprocessing import (
     build_preprocessing_fn,
     unpack_stats_vector,
@@ -62,22 +67,59 @@ class AnalyzeFeatures(beam.PTransform):
 
     With `parameters` (the first phase's vector, see `first_phase`), the
     analysis has one phase; without, TFT computes both phases here, reading
-    the input twice.
+    the input twice. With `mads` too (see `mad_phase`), that phase reads its
+    input once even for `mad` clips.
     """
 
-    def __init__(self, config: Config, parameters: np.ndarray | None = None):
+    def __init__(
+        self,
+        config: Config,
+        parameters: np.ndarray | None = None,
+        mads: np.ndarray | None = None,
+    ):
         super().__init__()
         self._config = config
         self._parameters = parameters
+        self._mads = mads
 
     def expand(self, record_batches: beam.PCollection):
         preprocessing_fn = build_preprocessing_fn(
-            self._config, parameters=self._parameters
+            self._config, parameters=self._parameters, mads=self._mads
         )
         return (
             record_batches,
             tensor_adapter_config(self._config),
         ) | "AnalyzeDataset" >> tft_beam.AnalyzeDataset(preprocessing_fn)
+
+
+def _combine_over_files(
+    files: Sequence[str],
+    config: Config,
+    fmt: str,
+    options: PipelineOptions,
+    target: Path,
+    quiet: bool,
+    combine: beam.CombineFn,
+    inputs=dense_batch,
+) -> np.ndarray:
+    """One streaming Beam job: `combine` over `inputs(record_batch, config)`
+    for every batch of the files; returns its output (a numpy vector)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+
+    def save(vector: np.ndarray) -> None:
+        with tf.io.gfile.GFile(str(target), "wb") as handle:
+            np.save(handle, vector)
+
+    with beam.Pipeline(options=options) as pipeline:
+        _ = (
+            pipeline
+            | "Read" >> ReadRecordBatches(files, config, fmt, quiet)
+            | "Inputs" >> beam.Map(inputs, config=config)
+            | "Combine" >> beam.CombineGlobally(combine)
+            | "Save" >> beam.Map(save)
+        )
+    with tf.io.gfile.GFile(str(target), "rb") as handle:
+        return np.load(handle)
 
 
 def first_phase(
@@ -93,27 +135,46 @@ def first_phase(
     TFT feeds every analysis phase from its one input PCollection, so a
     two-phase analysis makes the runner keep the whole dataset between the
     phases (Beam's in-process runner holds it in memory). The batch job
-    instead runs the first phase's PTransform (the one TFT runs as an
-    analyzer inside TFX) over the files, then the rest with its result as
-    constants: the files are read twice and both passes stream.
+    instead runs the first phase's combiner (the one TFT runs as an analyzer
+    inside TFX) over the files, then the rest with its result as constants:
+    the files are read once per pass and every pass streams.
     """
-    temp.mkdir(parents=True, exist_ok=True)
-    target = str(temp / "parameters.npy")
+    return _combine_over_files(
+        files,
+        config,
+        fmt,
+        options,
+        temp / "parameters.npy",
+        quiet,
+        FirstPhaseCombineFn(config),
+    )
 
-    def save(vector: np.ndarray) -> None:
-        with tf.io.gfile.GFile(target, "wb") as handle:
-            np.save(handle, vector)
 
-    with beam.Pipeline(options=options) as pipeline:
-        (vector,) = (
-            pipeline
-            | "Read" >> ReadRecordBatches(files, config, fmt, quiet)
-            | "Dense" >> beam.Map(dense_batch, config=config)
-            | "FirstPhase" >> FirstPhase(config)
-        )
-        _ = vector | "Save" >> beam.Map(save)
-    with tf.io.gfile.GFile(target, "rb") as handle:
-        return np.load(handle)
+def mad_phase(
+    config: Config,
+    parameters: np.ndarray,
+    files: Sequence[str],
+    fmt: str,
+    options: PipelineOptions,
+    temp: Path,
+    quiet: bool,
+) -> np.ndarray:
+    """The MAD of each `mad` slot, as a Beam job of its own (it needs the
+    first phase's medians, and the moments need it)."""
+
+    def inputs(batch, config):
+        return [dense_batch(batch, config)[0], parameters[np.newaxis]]
+
+    return _combine_over_files(
+        files,
+        config,
+        fmt,
+        options,
+        temp / "mads.npy",
+        quiet,
+        MadCombineFn(plan_slots(config)),
+        inputs,
+    )
 
 
 def _versions() -> dict[str, str]:
@@ -192,9 +253,17 @@ def run_analyze(
         tft_temp = staging / ".tft_tmp"
         options = PipelineOptions(list(beam_args))
         try:
-            say("pass 1 of 2: counts, moments and quantiles", quiet)
+            with_mad = any(slot.clip == "mad" for slot in plan_slots(config))
+            passes = 3 if with_mad else 2
+            say(f"pass 1 of {passes}: counts, moments and quantiles", quiet)
             parameters = first_phase(config, files, fmt, options, tft_temp, quiet)
-            say("pass 2 of 2: bounds, center and scale", quiet)
+            mads = None
+            if with_mad:
+                say(f"pass 2 of {passes}: median absolute deviations", quiet)
+                mads = mad_phase(
+                    config, parameters, files, fmt, options, tft_temp, quiet
+                )
+            say(f"pass {passes} of {passes}: bounds, center and scale", quiet)
             with (
                 beam.Pipeline(options=options) as pipeline,
                 tft_beam.Context(temp_dir=str(tft_temp)),
@@ -203,7 +272,7 @@ def run_analyze(
                     files, config, fmt, quiet
                 )
                 transform_fn = batches | "AnalyzeFeatures" >> AnalyzeFeatures(
-                    config, parameters
+                    config, parameters, mads
                 )
                 _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(
                     str(staging)

@@ -34,8 +34,10 @@ from tanhguard.transforms.quantile_summary import QuantileSummary, capacity_for
 _MAD_CAPACITY = capacity_for(quantile_epsilon(1_000), MAX_ELEMENTS)
 
 
-class _MadCombineFn(beam.CombineFn):
-    """Batches -> MAD per slot (NaN for slots without a `mad` clip)."""
+class MadCombineFn(beam.CombineFn):
+    """Batches `(x [rows, D], parameters [1, K0])` -> the MAD per slot (NaN
+    for slots without a `mad` clip): the median of `|x - median|` over the
+    finite values."""
 
     def __init__(self, slots: list[Slot]):
         self._slots = slots
@@ -85,9 +87,10 @@ class FitScale(beam.PTransform):
     """Batches of `(x [rows, D], parameters [1, K0])` -> the statistics vector:
     the parameters, then `FIT_FIELDS` (see `tanhguard.transforms.fitting`)."""
 
-    def __init__(self, slots: list[Slot]):
+    def __init__(self, slots: list[Slot], mads: np.ndarray | None = None):
         super().__init__()
         self._slots = slots
+        self._mads = mads
 
     def expand(self, batches: beam.PCollection) -> list[beam.PCollection]:
         slots = self._slots
@@ -105,24 +108,27 @@ class FitScale(beam.PTransform):
             parameters, moments = merged
             return np.concatenate([parameters, fit(slots, parameters, mads, moments)])
 
-        if not any(slot.clip == "mad" for slot in slots):
-            # One pass: every batch carries the parameters, so the moments need
-            # no side input and Beam fuses the whole chain (the batches are
-            # never materialized or pickled between stages).
-            no_mads = np.full(len(slots), np.nan)
+        if self._mads is not None or not any(slot.clip == "mad" for slot in slots):
+            # One pass: every batch carries the parameters, and the MADs are
+            # known (given, or none is needed), so the moments need no side
+            # input and Beam fuses the whole chain (the batches are never
+            # materialized or pickled between stages).
+            mads = self._mads if self._mads is not None else np.full(len(slots), np.nan)
             return [
                 batches
-                | "BatchMoments" >> beam.Map(batch_moments, mads=no_mads)
+                | "BatchMoments" >> beam.Map(batch_moments, mads=mads)
                 | "MergeMoments"
                 >> beam.CombineGlobally(_merge_with_parameters).without_defaults()
-                | "Finish" >> beam.Map(finish, mads=no_mads)
+                | "Finish" >> beam.Map(finish, mads=mads)
             ]
         # `mad` needs the MAD before the moments of the clipped data: two
-        # passes over the batches, the MAD as a side input of the second.
+        # passes over the batches, the MAD as a side input of the second (the
+        # runner keeps the batches between them; the batch job avoids this by
+        # computing the MADs in a pass of their own and passing `mads`).
         mads = (
             batches
             | "MadSketch"
-            >> beam.CombineGlobally(_MadCombineFn(slots)).without_defaults()
+            >> beam.CombineGlobally(MadCombineFn(slots)).without_defaults()
         )
         fitted = (
             batches
@@ -135,12 +141,19 @@ class FitScale(beam.PTransform):
         return [fitted]
 
 
-def fit_scale(x: tf.Tensor, parameters: tf.Tensor, slots: list[Slot]) -> tf.Tensor:
+def fit_scale(
+    x: tf.Tensor,
+    parameters: tf.Tensor,
+    slots: list[Slot],
+    mads: np.ndarray | None = None,
+) -> tf.Tensor:
     """The `ScaleFitter` of `build_preprocessing_fn`: a TFT analyzer whose
-    output, the statistics vector, becomes a constant of the saved graph."""
+    output, the statistics vector, becomes a constant of the saved graph.
+    `mads`, when known (see `MadCombineFn`), saves the analyzer its own MAD
+    pass."""
     (vector,) = tft.experimental.ptransform_analyzer(
         [x, tf.reshape(parameters, [1, -1])],
-        FitScale(slots),
+        FitScale(slots, mads),
         output_dtypes=[tf.float64],
         output_shapes=[[stats_vector_length(len(slots))]],
         name="tanhguard_fit_scale",

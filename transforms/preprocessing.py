@@ -46,7 +46,8 @@ from tanhguard.transforms.nonfinite import densify
 ScaleFitter = Callable[[tf.Tensor, tf.Tensor, list], tf.Tensor]
 """Runs the last analysis phase (`tanhguard.transforms.fitting`).
 
-Called once per trace with `(x, parameters, slots)`: `x` is float64
+Called once per trace with `(x, parameters, slots)`, plus `mads=` when the
+caller knows them: `x` is float64
 `[batch, D]`, every feature's elements side by side after the inf policy (NaN
 for missing values; D is the total element count); `parameters` is the float64
 vector of the first phase (`PHASE0_FIELDS`, field-major over the S slots);
@@ -105,6 +106,7 @@ def build_preprocessing_fn(
     config: Config,
     fit_scale: ScaleFitter | None = None,
     parameters: np.ndarray | None = None,
+    mads: np.ndarray | None = None,
 ) -> Callable[[Mapping[str, Any]], dict[str, tf.Tensor]]:
     """Builds a TFT `preprocessing_fn` for a validated config.
 
@@ -119,6 +121,9 @@ def build_preprocessing_fn(
         default, that PTransform runs in this graph as a TFT analyzer (two
         phases, the way TFX runs it). The saved graph applies the same numbers
         either way.
+      mads: With `parameters`, the MAD of each slot (NaN where the clip is
+        not `mad`), from `tanhguard.pipeline.scale_fitter.MadCombineFn` run
+        over the same data; it saves the last phase its own MAD pass.
 
     Returns:
       A function from raw features (one `SparseTensor` or dense tensor per
@@ -143,6 +148,7 @@ def build_preprocessing_fn(
             [tf.cast(xs[name], tf.float64) for name in config.features], axis=1
         )
         fitter = fit_scale
+        known = {} if mads is None else {"mads": np.asarray(mads, np.float64)}
         if fitter is None:
             from tanhguard.pipeline.scale_fitter import fit_scale as fitter
         slots = total_slots(config)
@@ -156,7 +162,7 @@ def build_preprocessing_fn(
         )
         with tf.control_dependencies([keep_config]):
             vector = tf.identity(
-                fitter(side_by_side, phase0, plan_slots(config)),
+                fitter(side_by_side, phase0, plan_slots(config), **known),
                 name=STATS_VECTOR_NAME,
             )
         applied = {
