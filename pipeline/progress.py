@@ -23,8 +23,9 @@ def counted(
 ) -> Iterator[pa.RecordBatch]:
     """Passes `batches` through, reporting rows read and the rate per file.
 
-    The analysis reads every file twice (once per pass), so a file is
-    reported twice; `tanhguard run` reads it a third time to transform it.
+    The analysis reads every file once per pass (twice, three times with a
+    `mad` clip), so a file is reported that often; `tanhguard run` reads it
+    once more to transform it.
     """
     started = last = time.monotonic()
     rows = 0

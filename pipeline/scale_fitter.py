@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from tanhguard.pipeline.quantile_sketch import MAX_ELEMENTS
+from tanhguard.pipeline.quantiles import MAX_ELEMENTS
 from tanhguard.transforms.analyzers import quantile_epsilon
 from tanhguard.transforms.fitting import (
     ColumnMoments,

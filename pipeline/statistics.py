@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from tanhguard.pipeline.quantile_sketch import QuantilesCombineFn
+from tanhguard.pipeline.quantiles import QuantilesCombineFn
 from tanhguard.transforms.analyzers import FeatureStatistics, quantile_epsilon
 from tanhguard.transforms.config import Config
 from tanhguard.transforms.first_phase import (
@@ -70,14 +70,14 @@ def dense_batch(batch: pa.RecordBatch, config: Config) -> list[np.ndarray]:
 
 
 class _GroupAccumulator:
-    """Counts, moments, min/max and the quantile sketch of one group."""
+    """Counts, moments, min/max and the quantile summaries of one group."""
 
-    def __init__(self, columns: int, sketch):
+    def __init__(self, columns: int, quantiles):
         self.counts = np.zeros((5, columns), np.int64)
         self.moments = None
         self.min = np.full(columns, np.inf, np.float32)
         self.max = np.full(columns, -np.inf, np.float32)
-        self.sketch = sketch
+        self.quantiles = quantiles
 
 
 class FirstPhaseCombineFn(beam.CombineFn):
@@ -87,27 +87,27 @@ class FirstPhaseCombineFn(beam.CombineFn):
         self._config = config
         columns = element_columns(config)
         self._groups: list[tuple[GroupKey, np.ndarray, bool]] = []
-        self._sketches: list[QuantilesCombineFn] = []
+        self._quantiles: list[QuantilesCombineFn] = []
         for key, names in statistics_groups(config).items():
             grid, pooled = key
             selected = np.concatenate([columns[name] for name in names])
             width = 1 if pooled is not None else len(selected)
             self._groups.append((key, selected, pooled is not None))
-            self._sketches.append(
+            self._quantiles.append(
                 QuantilesCombineFn(width, grid, quantile_epsilon(grid))
             )
 
     def create_accumulator(self) -> list[_GroupAccumulator]:
         return [
-            _GroupAccumulator(sketch.columns, sketch.create_accumulator())
-            for sketch in self._sketches
+            _GroupAccumulator(quantiles.columns, quantiles.create_accumulator())
+            for quantiles in self._quantiles
         ]
 
     def add_input(self, accumulator, batch):
         x_all = np.asarray(batch[0], dtype=np.float32)
         missing_all = np.asarray(batch[1], dtype=bool)
-        for group, (_, columns, pooled), sketch in zip(
-            accumulator, self._groups, self._sketches, strict=True
+        for group, (_, columns, pooled), quantiles in zip(
+            accumulator, self._groups, self._quantiles, strict=True
         ):
             x, missing = x_all[:, columns], missing_all[:, columns]
             if pooled:
@@ -138,14 +138,16 @@ class FirstPhaseCombineFn(beam.CombineFn):
             if x.shape[0]:
                 group.min = np.minimum(group.min, np.where(finite, x, np.inf).min(0))
                 group.max = np.maximum(group.max, np.where(finite, x, -np.inf).max(0))
-            group.sketch = sketch.add_input(group.sketch, [x])
+            group.quantiles = quantiles.add_input(group.quantiles, [x])
         return accumulator
 
     def merge_accumulators(self, accumulators):
         accumulators = iter(accumulators)
         merged = next(accumulators)
         for other in accumulators:
-            for into, group, sketch in zip(merged, other, self._sketches, strict=True):
+            for into, group, quantiles in zip(
+                merged, other, self._quantiles, strict=True
+            ):
                 into.counts += group.counts
                 if into.moments is None:
                     into.moments = group.moments
@@ -153,20 +155,17 @@ class FirstPhaseCombineFn(beam.CombineFn):
                     into.moments = merge_moments(into.moments, group.moments)
                 into.min = np.minimum(into.min, group.min)
                 into.max = np.maximum(into.max, group.max)
-                into.sketch = sketch.merge_accumulators([into.sketch, group.sketch])
+                into.quantiles = quantiles.merge_accumulators(
+                    [into.quantiles, group.quantiles]
+                )
         return merged
-
-    def compact(self, accumulator):
-        for group, sketch in zip(accumulator, self._sketches, strict=True):
-            group.sketch = sketch.compact(group.sketch)
-        return accumulator
 
     def extract_output(self, accumulator) -> np.ndarray:
         group_stats = {}
-        for group, (key, _, _), sketch in zip(
-            accumulator, self._groups, self._sketches, strict=True
+        for group, (key, _, _), quantiles in zip(
+            accumulator, self._groups, self._quantiles, strict=True
         ):
-            width = sketch.columns
+            width = quantiles.columns
             if group.moments is None:
                 mean, std = np.zeros(width), np.zeros(width)
             else:
@@ -179,7 +178,7 @@ class FirstPhaseCombineFn(beam.CombineFn):
                 std=std,
                 min=group.min,
                 max=group.max,
-                boundaries=sketch.extract_output(group.sketch),
+                boundaries=quantiles.extract_output(group.quantiles),
                 grid=key[0],
             )
         return parameters(self._config, group_stats)

@@ -4,7 +4,7 @@ import pickle
 
 import numpy as np
 
-from tanhguard.pipeline.quantile_sketch import QuantilesCombineFn
+from tanhguard.pipeline.quantiles import QuantilesCombineFn
 
 GRID = 100
 EPSILON = 1e-3
