@@ -21,7 +21,9 @@ from tfx_bsl.tfxio import tensor_adapter
 from tanhguard.transforms.config import Config
 
 # Arrow's CSV block size: each block becomes one record batch (one TFT batch).
-DEFAULT_BLOCK_SIZE = 16 << 20
+# The streaming reader reads several blocks ahead: on a 1 GB file, 16 MB blocks
+# kept 0.7 GB resident, 4 MB blocks 0.27 GB, at the same speed.
+DEFAULT_BLOCK_SIZE = 4 << 20
 
 
 _CELL_RULE = (

@@ -254,7 +254,9 @@ def check_parquet(path: str, config: Config) -> bool:
 
 def read_parquet_batches(path: str, config: Config) -> Iterator[pa.RecordBatch]:
     """Streams a Parquet file, only the configured columns."""
-    parquet = pq.ParquetFile(path)
+    # Pre-buffering keeps the column chunks it has read (0.5 GB resident for a
+    # 450 MB file, against 0.13 GB without) and is slower on local files.
+    parquet = pq.ParquetFile(path, pre_buffer=False)
     plan = _parquet_plan(path, parquet.schema_arrow, config)
     schema = arrow_schema(config)
     wanted = sorted({c for columns, _ in plan.values() for c in columns})
