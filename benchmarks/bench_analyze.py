@@ -41,7 +41,8 @@ def write_data(root: Path, rows: int, seed: int = 0) -> dict[str, Path]:
     import pyarrow.parquet as pq
     import tensorflow as tf
     from tensorflow_transform.tf_metadata import schema_utils
-    from tfx_bsl.coders import example_coder
+
+    from tanhguard.pipeline.transform_job import examples_from_batch
 
     rng = np.random.default_rng(seed)
     columns = {}
@@ -58,22 +59,10 @@ def write_data(root: Path, rows: int, seed: int = 0) -> dict[str, Path]:
     pa_csv.write_csv(table, paths["csv"])
     pq.write_table(table, paths["parquet"])
     spec = {name: tf.io.VarLenFeature(tf.float32) for name in FEATURES}
-    encoder = example_coder.RecordBatchToExamplesEncoder(
-        schema_utils.schema_from_feature_spec(spec)
-    )
+    schema = schema_utils.schema_from_feature_spec(spec)
     with tf.io.TFRecordWriter(str(paths["tfrecord"])) as writer:
         for batch in table.to_batches(max_chunksize=65536):
-            lists = pa.RecordBatch.from_arrays(
-                [
-                    pa.ListArray.from_arrays(
-                        pa.array(np.arange(batch.num_rows + 1, dtype=np.int32)),
-                        batch.column(name),
-                    )
-                    for name in FEATURES
-                ],
-                names=FEATURES,
-            )
-            for record in encoder.encode(lists):
+            for record in examples_from_batch(batch, schema):
                 writer.write(record)
     return paths
 

@@ -77,7 +77,9 @@ def _csv_header(schema: pa.Schema, config: Config) -> str:
     return ",".join(names)
 
 
-def _examples(batch: pa.RecordBatch, encoder_schema) -> list[bytes]:
+def examples_from_batch(batch: pa.RecordBatch, encoder_schema) -> list[bytes]:
+    """Serialized `tf.Example`s of a record batch's rows (scalar columns become
+    one-value lists); `encoder_schema` is a TF Metadata schema of its columns."""
     from tfx_bsl.coders import example_coder
 
     lists = []
@@ -188,7 +190,7 @@ def _write(flat, prefix: str, output_format: str, schema: pa.Schema, config: Con
         encoder_schema = schema_utils.schema_from_feature_spec(spec)
         return (
             flat
-            | "ToExamples" >> beam.FlatMap(_examples, encoder_schema)
+            | "ToExamples" >> beam.FlatMap(examples_from_batch, encoder_schema)
             | "WriteTFRecord"
             >> beam.io.WriteToTFRecord(prefix, file_name_suffix=".tfrecord.gz")
         )
