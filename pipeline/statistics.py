@@ -1,15 +1,16 @@
 """The first analysis phase on Beam: counts, moments, min/max and quantiles.
 
-`FirstPhase` turns batches of the side-by-side dense input into the
+`FirstPhaseCombineFn` turns batches of the side-by-side dense input into the
 parameters vector (`tanhguard.transforms.first_phase`) in one
 `CombineGlobally`: each bundle accumulates its batches, and the accumulators
-are merged once. The same PTransform runs in two places:
+are merged once. The same combiner runs in two places:
 
-- inside TFT, as a `ptransform_analyzer` (`first_phase_analyzer`), when the
-  preprocessing_fn analyzes both phases itself (TFX's Transform component);
+- inside TFT, wrapped as `FirstPhase`, a `ptransform_analyzer`
+  (`first_phase_analyzer`), when the preprocessing_fn analyzes both phases
+  itself (TFX's Transform component);
 - directly on Beam, fed by `dense_batch` from the files, as the batch job's
   first pass (`tanhguard.pipeline.analyze`). The job then hands the vector to
-  the graph as constants, so neither of its passes holds the dataset.
+  the graph as constants, so none of its passes holds the dataset.
 """
 
 from __future__ import annotations

@@ -116,10 +116,10 @@ def build_preprocessing_fn(
         default is the Beam analyzer (imported when the function is traced:
         the last phase is a Beam `PTransform` by nature).
       parameters: The first phase's parameters vector, from
-        `tanhguard.pipeline.statistics.FirstPhase` run over the same data.
-        Given, the graph uses them as constants and has one analysis phase; by
-        default, that PTransform runs in this graph as a TFT analyzer (two
-        phases, the way TFX runs it). The saved graph applies the same numbers
+        `tanhguard.pipeline.statistics.FirstPhaseCombineFn` run over the same
+        data. Given, the graph uses them as constants and has one analysis
+        phase; by default, that combiner runs in this graph as a TFT analyzer
+        (two phases, the way TFX runs it). The saved graph applies the same numbers
         either way.
       mads: With `parameters`, the MAD of each slot (NaN where the clip is
         not `mad`), from `tanhguard.pipeline.scale_fitter.MadCombineFn` run
