@@ -18,6 +18,7 @@ from typing import Any
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
+import tensorflow as tf
 import tensorflow_transform.beam as tft_beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -98,12 +99,20 @@ class TransformAndWrite(beam.PTransform):
     """Record batches -> sharded files of rows transformed by `transform_fn`
     (the pair `tft_beam.AnalyzeDataset` or `ReadTransformFn` gives)."""
 
-    def __init__(self, config: Config, transform_fn, prefix: str, output_format: str):
+    def __init__(
+        self,
+        config: Config,
+        transform_fn,
+        prefix: str,
+        output_format: str,
+        count_path: str | None = None,
+    ):
         super().__init__()
         self._config = config
         self._transform_fn = transform_fn
         self._prefix = prefix
         self._format = output_format
+        self._count_path = count_path
 
     def expand(self, batches):
         config, transform_fn = self._config, self._transform_fn
@@ -115,13 +124,21 @@ class TransformAndWrite(beam.PTransform):
         flat = transformed | "Flatten" >> beam.Map(
             lambda pair: _flatten(pair[0], schema)
         )
+        if self._count_path is not None:
+            # The row count, without reading the shards back.
+            count_path = self._count_path
+
+            def save(rows: int) -> None:
+                with tf.io.gfile.GFile(count_path, "w") as handle:
+                    handle.write(str(rows))
+
+            _ = (
+                flat
+                | "RowsPerBatch" >> beam.Map(lambda batch: batch.num_rows)
+                | "CountRows" >> beam.CombineGlobally(sum)
+                | "SaveCount" >> beam.Map(save)
+            )
         return _write(flat, self._prefix, self._format, schema, config)
-
-
-def count_rows(folder: Path, output_format: str) -> tuple[int, list[Path]]:
-    """Rows and shard files written into `folder`."""
-    written = sorted(p for p in folder.iterdir() if p.name.startswith("part"))
-    return _count_rows(written, output_format), written
 
 
 def run_transform(
@@ -153,6 +170,8 @@ def run_transform(
     say(f"transforming {len(files)} {fmt} file(s) matching {data}", quiet)
     with atomic_output_dir(output, overwrite=overwrite) as staging:
         prefix = str(staging / "part")
+        count_path = staging / ".tft_tmp" / "rows"
+        count_path.parent.mkdir()
         with (
             beam.Pipeline(options=PipelineOptions(list(beam_args))) as pipeline,
             tft_beam.Context(temp_dir=str(staging / ".tft_tmp")),
@@ -162,10 +181,11 @@ def run_transform(
                 str(artifacts)
             )
             _ = batches | "TransformAndWrite" >> TransformAndWrite(
-                config, transform_fn, prefix, output_format
+                config, transform_fn, prefix, output_format, str(count_path)
             )
+        rows = int(count_path.read_text())
         shutil.rmtree(staging / ".tft_tmp", ignore_errors=True)
-        rows, written = count_rows(staging, output_format)
+        written = sorted(p for p in staging.iterdir() if p.name.startswith("part"))
         names = [str(Path(output).absolute() / p.name) for p in written]
     seconds = time.monotonic() - started
     say(f"wrote {rows:,} rows in {len(names)} file(s) in {seconds:.1f} s", quiet)
@@ -204,18 +224,3 @@ def _write(flat, prefix: str, output_format: str, schema: pa.Schema, config: Con
             header=_csv_header(schema, config),
         )
     )
-
-
-def _count_rows(paths: list[Path], output_format: str) -> int:
-    if output_format == "parquet":
-        import pyarrow.parquet as pq
-
-        return sum(pq.ParquetFile(path).metadata.num_rows for path in paths)
-    if output_format == "tfrecord":
-        import tensorflow as tf
-
-        return sum(
-            int(tf.data.TFRecordDataset(str(p), "GZIP").reduce(0, lambda n, _: n + 1))
-            for p in paths
-        )
-    return sum(max(len(p.read_text().splitlines()) - 1, 0) for p in paths)
