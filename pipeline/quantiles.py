@@ -19,7 +19,11 @@ from __future__ import annotations
 import apache_beam as beam
 import numpy as np
 
-from tanhguard.transforms.quantile_summary import QuantileSummary, capacity_for
+from tanhguard.transforms.quantile_summary import (
+    QuantileSummary,
+    capacity_for,
+    merge_lists,
+)
 
 # The value count per column up to which the rank error stays within epsilon
 # (`tft.quantiles` uses the same).
@@ -58,12 +62,7 @@ class QuantilesCombineFn(beam.CombineFn):
         return summaries
 
     def merge_accumulators(self, accumulators):
-        accumulators = iter(accumulators)
-        merged = next(accumulators)
-        for summaries in accumulators:
-            for into, other in zip(merged, summaries, strict=True):
-                into.merge(other)
-        return merged
+        return merge_lists(accumulators)
 
     def extract_output(self, summaries) -> np.ndarray:
         boundaries = np.zeros([self._columns, self._grid - 1], np.float32)

@@ -24,11 +24,16 @@ from tanhguard.transforms.fitting import (
     final_bounds,
     fit,
     merge_moments,
+    needs_mad,
     phase0_field,
     slot_bounds_per_column,
     stats_vector_length,
 )
-from tanhguard.transforms.quantile_summary import QuantileSummary, capacity_for
+from tanhguard.transforms.quantile_summary import (
+    QuantileSummary,
+    capacity_for,
+    merge_lists,
+)
 
 # The MAD summary's rank error: the same as the reported quantiles'.
 _MAD_CAPACITY = capacity_for(quantile_epsilon(1_000), MAX_ELEMENTS)
@@ -56,12 +61,7 @@ class MadCombineFn(beam.CombineFn):
         return summaries
 
     def merge_accumulators(self, accumulators):
-        accumulators = iter(accumulators)
-        merged = next(accumulators)
-        for summaries in accumulators:
-            for into, other in zip(merged, summaries, strict=True):
-                into.merge(other)
-        return merged
+        return merge_lists(accumulators)
 
     def extract_output(self, summaries) -> np.ndarray:
         mads = np.full(len(self._slots), np.nan)
@@ -108,7 +108,7 @@ class FitScale(beam.PTransform):
             parameters, moments = merged
             return np.concatenate([parameters, fit(slots, parameters, mads, moments)])
 
-        if self._mads is not None or not any(slot.clip == "mad" for slot in slots):
+        if self._mads is not None or not needs_mad(slots):
             # One pass: every batch carries the parameters, and the MADs are
             # known (given, or none is needed), so the moments need no side
             # input and Beam fuses the whole chain (the batches are never

@@ -4,7 +4,7 @@ All statistics are per column (one column per set of statistics: per element
 of an elementwise vector, or one column holding every element of a shared
 one) and are taken over finite values only; missing, NaN, +Inf and -Inf values
 are counted. The Beam analyzer that computes them over a dataset is
-`tanhguard.pipeline.first_phase`; this module holds their layout and the
+`tanhguard.pipeline.statistics`; this module holds their layout and the
 quantile grid.
 """
 

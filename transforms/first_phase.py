@@ -32,6 +32,7 @@ from tanhguard.transforms.fitting import (
     PHASE0_FIELDS,
     QUANTILE_FIELDS,
     phase0_length,
+    total_slots,
 )
 
 GroupKey = tuple[int, str | None]
@@ -135,6 +136,5 @@ def parameters(
     for key in PHASE0_FIELDS:
         packed += [np.asarray(fields[name][key], np.float64) for name in fields]
     vector = np.concatenate(packed)
-    slots = sum(feature.slots for feature in config.features.values())
-    assert vector.shape == (phase0_length(slots),), vector.shape
+    assert vector.shape == (phase0_length(total_slots(config)),), vector.shape
     return vector

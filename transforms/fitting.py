@@ -102,6 +102,16 @@ class Slot:
     needs_data: bool  # false only for a fixed clip with a zero/constant impute
 
 
+def total_slots(config: Config) -> int:
+    """S: the number of sets of statistics, summed over features."""
+    return sum(feature.slots for feature in config.features.values())
+
+
+def needs_mad(slots: list[Slot]) -> bool:
+    """Whether a slot clips by `mad` (its bounds need a pass of their own)."""
+    return any(slot.clip == "mad" for slot in slots)
+
+
 def plan_slots(config: Config) -> list[Slot]:
     """The slots of a config, in feature order, with their element columns."""
     slots, column = [], 0

@@ -39,6 +39,7 @@ from tanhguard.transforms.fitting import (
     field_slice,
     plan_slots,
     stats_vector_length,
+    total_slots,
 )
 from tanhguard.transforms.mappers import apply_inf_policy, guard
 from tanhguard.transforms.nonfinite import densify
@@ -60,11 +61,6 @@ analyzer `tanhguard.pipeline.scale_fitter.fit_scale`.
 # where `tanhguard.pipeline.graph_stats` finds them.
 STATS_VECTOR_NAME = "tanhguard_stats_vector"
 CONFIG_NAME = "tanhguard_config"
-
-
-def total_slots(config: Config) -> int:
-    """S: the number of sets of statistics, summed over features."""
-    return sum(feature.slots for feature in config.features.values())
 
 
 def _densify(

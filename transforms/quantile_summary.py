@@ -131,3 +131,14 @@ class QuantileSummary:
         ranks = np.asarray(probabilities, dtype=np.float64) * cumulative[-1]
         index = np.searchsorted(cumulative, ranks, side="left")
         return values[np.clip(index, 0, values.size - 1)]
+
+
+def merge_lists(accumulators) -> list[QuantileSummary]:
+    """Merges accumulators that are lists of summaries, position by position
+    (the first list receives the others)."""
+    accumulators = iter(accumulators)
+    merged = next(accumulators)
+    for summaries in accumulators:
+        for into, other in zip(merged, summaries, strict=True):
+            into.merge(other)
+    return merged
