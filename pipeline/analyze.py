@@ -8,6 +8,7 @@ Writes, into the output directory:
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import json
 import logging
@@ -40,12 +41,16 @@ from tanhguard.pipeline.progress import say
 from tanhguard.pipeline.readers import ReadRecordBatches, resolve_inputs
 from tanhguard.pipeline.scale_fitter import MadCombineFn
 from tanhguard.pipeline.statistics import (
-    DataShapeError,
     FirstPhaseCombineFn,
     dense_batch,
 )
 from tanhguard.transforms.config import Config
-from tanhguard.transforms.fitting import NoFiniteValuesError, plan_slots
+from tanhguard.transforms.fitting import (
+    NoFiniteValuesError,
+    Slot,
+    needs_mad,
+    plan_slots,
+)
 from tanhguard.transforms.preprocessing import (
     build_preprocessing_fn,
     unpack_stats_vector,
@@ -92,44 +97,45 @@ class AnalyzeFeatures(beam.PTransform):
         ) | "AnalyzeDataset" >> tft_beam.AnalyzeDataset(preprocessing_fn)
 
 
-def _combine_over_files(
-    files: Sequence[str],
-    config: Config,
-    fmt: str,
-    options: PipelineOptions,
-    target: Path,
-    quiet: bool,
-    combine: beam.CombineFn,
-    inputs=dense_batch,
-) -> np.ndarray:
-    """One streaming Beam job: `combine` over `inputs(record_batch, config)`
-    for every batch of the files; returns its output (a numpy vector)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
+@dataclasses.dataclass(frozen=True)
+class _Passes:
+    """What every streaming pass over the input files shares."""
 
-    def save(vector: np.ndarray) -> None:
-        with tf.io.gfile.GFile(str(target), "wb") as handle:
-            np.save(handle, vector)
+    config: Config
+    files: Sequence[str]
+    fmt: str
+    options: PipelineOptions
+    temp: Path
+    quiet: bool
 
-    with beam.Pipeline(options=options) as pipeline:
-        _ = (
-            pipeline
-            | "Read" >> ReadRecordBatches(files, config, fmt, quiet)
-            | "Inputs" >> beam.Map(inputs, config=config)
-            | "Combine" >> beam.CombineGlobally(combine)
-            | "Save" >> beam.Map(save)
-        )
-    with tf.io.gfile.GFile(str(target), "rb") as handle:
-        return np.load(handle)
+    def reader(self) -> ReadRecordBatches:
+        return ReadRecordBatches(self.files, self.config, self.fmt, self.quiet)
+
+    def combine(
+        self, name: str, combine: beam.CombineFn, inputs=dense_batch
+    ) -> np.ndarray:
+        """One Beam job: `combine` over `inputs(record_batch, config)` for
+        every batch of the files; returns its output (a numpy vector)."""
+        target = self.temp / f"{name}.npy"
+        target.parent.mkdir(parents=True, exist_ok=True)
+
+        def save(vector: np.ndarray) -> None:
+            with tf.io.gfile.GFile(str(target), "wb") as handle:
+                np.save(handle, vector)
+
+        with beam.Pipeline(options=self.options) as pipeline:
+            _ = (
+                pipeline
+                | "Read" >> self.reader()
+                | "Inputs" >> beam.Map(inputs, config=self.config)
+                | "Combine" >> beam.CombineGlobally(combine)
+                | "Save" >> beam.Map(save)
+            )
+        with tf.io.gfile.GFile(str(target), "rb") as handle:
+            return np.load(handle)
 
 
-def first_phase(
-    config: Config,
-    files: Sequence[str],
-    fmt: str,
-    options: PipelineOptions,
-    temp: Path,
-    quiet: bool,
-) -> np.ndarray:
+def first_phase(passes: _Passes) -> np.ndarray:
     """The first analysis phase as a Beam job of its own: the parameters.
 
     TFT feeds every analysis phase from its one input PCollection, so a
@@ -139,42 +145,17 @@ def first_phase(
     inside TFX) over the files, then the rest with its result as constants:
     the files are read once per pass and every pass streams.
     """
-    return _combine_over_files(
-        files,
-        config,
-        fmt,
-        options,
-        temp / "parameters.npy",
-        quiet,
-        FirstPhaseCombineFn(config),
-    )
+    return passes.combine("parameters", FirstPhaseCombineFn(passes.config))
 
 
-def mad_phase(
-    config: Config,
-    parameters: np.ndarray,
-    files: Sequence[str],
-    fmt: str,
-    options: PipelineOptions,
-    temp: Path,
-    quiet: bool,
-) -> np.ndarray:
+def mad_phase(passes: _Passes, parameters: np.ndarray, slots: list[Slot]) -> np.ndarray:
     """The MAD of each `mad` slot, as a Beam job of its own (it needs the
     first phase's medians, and the moments need it)."""
 
     def inputs(batch, config):
         return [dense_batch(batch, config)[0], parameters[np.newaxis]]
 
-    return _combine_over_files(
-        files,
-        config,
-        fmt,
-        options,
-        temp / "mads.npy",
-        quiet,
-        MadCombineFn(plan_slots(config)),
-        inputs,
-    )
+    return passes.combine("mads", MadCombineFn(slots), inputs)
 
 
 def _versions() -> dict[str, str]:
@@ -195,7 +176,7 @@ def _find_data_error(error: BaseException) -> BaseException | None:
     seen = set()
     while error is not None and id(error) not in seen:
         seen.add(id(error))
-        if isinstance(error, (DataError, DataShapeError, NoFiniteValuesError)):
+        if isinstance(error, (DataError, NoFiniteValuesError)):
             return error
         error = error.__cause__ or error.__context__
     return None
@@ -253,24 +234,21 @@ def run_analyze(
         tft_temp = staging / ".tft_tmp"
         options = PipelineOptions(list(beam_args))
         try:
-            with_mad = any(slot.clip == "mad" for slot in plan_slots(config))
-            passes = 3 if with_mad else 2
-            say(f"pass 1 of {passes}: counts, moments and quantiles", quiet)
-            parameters = first_phase(config, files, fmt, options, tft_temp, quiet)
+            passes = _Passes(config, files, fmt, options, tft_temp, quiet)
+            slots = plan_slots(config)
+            count = 3 if needs_mad(slots) else 2
+            say(f"pass 1 of {count}: counts, moments and quantiles", quiet)
+            parameters = first_phase(passes)
             mads = None
-            if with_mad:
-                say(f"pass 2 of {passes}: median absolute deviations", quiet)
-                mads = mad_phase(
-                    config, parameters, files, fmt, options, tft_temp, quiet
-                )
-            say(f"pass {passes} of {passes}: bounds, center and scale", quiet)
+            if needs_mad(slots):
+                say(f"pass 2 of {count}: median absolute deviations", quiet)
+                mads = mad_phase(passes, parameters, slots)
+            say(f"pass {count} of {count}: bounds, center and scale", quiet)
             with (
                 beam.Pipeline(options=options) as pipeline,
                 tft_beam.Context(temp_dir=str(tft_temp)),
             ):
-                batches = pipeline | "Read" >> ReadRecordBatches(
-                    files, config, fmt, quiet
-                )
+                batches = pipeline | "Read" >> passes.reader()
                 transform_fn = batches | "AnalyzeFeatures" >> AnalyzeFeatures(
                     config, parameters, mads
                 )
@@ -285,9 +263,7 @@ def run_analyze(
                     # A read of its own: sharing `batches` with the analysis
                     # would make the runner hold the dataset until the graph
                     # is ready.
-                    rows = pipeline | "ReadForTransform" >> ReadRecordBatches(
-                        files, config, fmt, quiet
-                    )
+                    rows = pipeline | "ReadForTransform" >> passes.reader()
                     _ = rows | "TransformAndWrite" >> TransformAndWrite(
                         config, transform_fn, rows_prefix, rows_format
                     )

@@ -23,7 +23,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import tensorflow as tf
-from tensorflow_transform.tf_metadata import schema_utils
 
 from tanhguard.pipeline.csv_reader import (
     DataError,
@@ -92,13 +91,6 @@ def _is_gzip(path: str) -> bool:
 def _tfrecord_dataset(path: str) -> tf.data.Dataset:
     compression = "GZIP" if _is_gzip(path) else ""
     return tf.data.TFRecordDataset(path, compression_type=compression)
-
-
-def _decoder(config: Config):
-    from tfx_bsl.coders import example_coder
-
-    schema = schema_utils.schema_from_feature_spec(raw_feature_spec(config))
-    return example_coder.ExamplesToRecordBatchDecoder(schema.SerializeToString())
 
 
 def _conform(
@@ -299,9 +291,11 @@ def check_tfrecord(path: str, config: Config) -> bool:
     if first is None:
         return False
     try:
-        _decoder(config).DecodeBatch([first.numpy()])
-    except RuntimeError as error:
-        raise DataError(f"{path}: record 1: not a valid tf.Example: {error}") from None
+        tf.io.parse_example(first[tf.newaxis], raw_feature_spec(config))
+    except tf.errors.InvalidArgumentError as error:
+        raise DataError(
+            f"{path}: record 1: not a valid tf.Example: {error.message.splitlines()[0]}"
+        ) from None
     return True
 
 

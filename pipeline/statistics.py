@@ -31,11 +31,12 @@ from tanhguard.transforms.first_phase import (
     parameters,
     statistics_groups,
 )
-from tanhguard.transforms.fitting import column_moments, merge_moments, phase0_length
-
-
-class DataShapeError(ValueError):
-    """A row holds more values than its feature has elements."""
+from tanhguard.transforms.fitting import (
+    column_moments,
+    merge_moments,
+    phase0_length,
+    total_slots,
+)
 
 
 def dense_batch(batch: pa.RecordBatch, config: Config) -> list[np.ndarray]:
@@ -45,6 +46,7 @@ def dense_batch(batch: pa.RecordBatch, config: Config) -> list[np.ndarray]:
     config order, NaN where a value is missing; `missing` is its bool mask.
     The same as `tanhguard.transforms.nonfinite.densify` in the graph: a row
     with fewer values than the feature's size misses its trailing elements.
+    The readers have checked that no row holds more (`readers._conform`).
     """
     rows = batch.num_rows
     parts, masks = [], []
@@ -53,15 +55,9 @@ def dense_batch(batch: pa.RecordBatch, config: Config) -> list[np.ndarray]:
         lengths = pc.list_value_length(column).fill_null(0)
         lengths = np.asarray(lengths, dtype=np.int64)
         values = np.asarray(column.flatten(), dtype=np.float32)
-        if feature.size == 1 and lengths.max(initial=0) <= 1:
+        if feature.size == 1:
             present = (lengths == 1)[:, np.newaxis]
         else:
-            if lengths.max(initial=0) > feature.size:
-                row = int(np.argmax(lengths > feature.size))
-                raise DataShapeError(
-                    f"feature `{name}`: batch row {row} has "
-                    f"{int(lengths[row])} values; its shape holds {feature.size}"
-                )
             present = np.arange(feature.size)[np.newaxis, :] < lengths[:, np.newaxis]
         x = np.full((rows, feature.size), np.nan, np.float32)
         x[present] = values
@@ -207,12 +203,11 @@ def first_phase_analyzer(x: tf.Tensor, missing: tf.Tensor, config: Config) -> tf
       missing: bool `[batch, D]`.
       config: The validated config.
     """
-    slots = sum(feature.slots for feature in config.features.values())
     (vector,) = tft.experimental.ptransform_analyzer(
         [x, missing],
         FirstPhase(config),
         output_dtypes=[tf.float64],
-        output_shapes=[[phase0_length(slots)]],
+        output_shapes=[[phase0_length(total_slots(config))]],
         name="tanhguard_first_phase",
     )
     return vector
