@@ -15,6 +15,7 @@ Feature layout per format:
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterator, Sequence
 
 import apache_beam as beam
@@ -93,6 +94,67 @@ def _tfrecord_dataset(path: str) -> tf.data.Dataset:
     return tf.data.TFRecordDataset(path, compression_type=compression)
 
 
+# Each TFRecord record adds 16 bytes to its data: an 8-byte length and two
+# 4-byte CRCs.
+_TFRECORD_FRAMING = 16
+_GZIP_CHUNK = 1 << 20
+
+
+def _gunzipped_size(path: str) -> tuple[int, bool]:
+    """Decompresses every gzip member of `path` with zlib: the total size and
+    whether the last member reached its end marker."""
+    size, in_member = 0, False
+    with tf.io.gfile.GFile(path, "rb") as handle:
+        decompressor = zlib.decompressobj(wbits=31)
+        while chunk := handle.read(_GZIP_CHUNK):
+            while chunk:
+                in_member = True
+                # Bounded output: a highly compressed chunk stays small.
+                size += len(decompressor.decompress(chunk, _GZIP_CHUNK))
+                chunk = decompressor.unconsumed_tail
+                if decompressor.eof:
+                    in_member = False
+                    chunk = decompressor.unused_data
+                    decompressor = zlib.decompressobj(wbits=31)
+    return size, not in_member
+
+
+def _check_gzip_complete(path: str, read_bytes: int, records: int) -> None:
+    """Raises DataError unless the TFRecords read from the gzip file `path`
+    (`read_bytes` of framed records) are all it holds.
+
+    TF's gzip reader stops without an error when a truncated file happens to
+    end on a record boundary. The gzip trailer's size (ISIZE, the size mod
+    2^32) settles the common case, a single member, with one small read; a
+    mismatch (a truncated file, or several members) is decided by
+    decompressing the file with zlib.
+    """
+    with tf.io.gfile.GFile(path, "rb") as handle:
+        length = handle.size()
+        if length >= 18:  # a gzip header (10 bytes) and trailer (8 bytes)
+            handle.seek(length - 4)
+            if int.from_bytes(handle.read(4), "little") == read_bytes % (1 << 32):
+                return
+    try:
+        size, complete = _gunzipped_size(path)
+    except zlib.error as error:
+        raise DataError(
+            f"{path}: cannot read the TFRecord file after {records} record(s) "
+            f"(corrupt?): {error}"
+        ) from None
+    if not complete:
+        raise DataError(
+            f"{path}: cannot read the TFRecord file after {records} record(s) "
+            "(truncated?): the gzip stream ends before its end marker"
+        )
+    if size != read_bytes:
+        raise DataError(
+            f"{path}: cannot read the TFRecord file after {records} record(s) "
+            f"(corrupt?): the records end at byte {read_bytes} of {size} "
+            "decompressed bytes"
+        )
+
+
 def _conform(
     path: str, batch: pa.RecordBatch, config: Config, noun: str, first: int
 ) -> pa.RecordBatch:
@@ -125,7 +187,8 @@ def _parsed_batches(path: str, config: Config) -> tf.data.Dataset:
     def parse(records):
         parsed = tf.io.parse_example(records, spec)
         columns = {name: (t.indices[:, 0], t.values) for name, t in parsed.items()}
-        return columns, tf.shape(records)[0]
+        framed = tf.strings.length(records) + _TFRECORD_FRAMING
+        return columns, tf.shape(records)[0], tf.reduce_sum(tf.cast(framed, tf.int64))
 
     return (
         _tfrecord_dataset(path)
@@ -159,12 +222,14 @@ def read_tfrecord_batches(path: str, config: Config) -> Iterator[pa.RecordBatch]
         type or length, or the file is truncated or corrupt; the message names
         the file (and the records, when known).
     """
-    first = 1
+    first, read_bytes = 1, 0
     batches = iter(_parsed_batches(path, config))
     while True:
         try:
-            columns, rows = next(batches)
+            columns, rows, framed = next(batches)
         except StopIteration:
+            if _is_gzip(path):
+                _check_gzip_complete(path, read_bytes, first - 1)
             return
         except tf.errors.InvalidArgumentError as error:
             record = _locate_bad_record(path, config, first)
@@ -179,6 +244,7 @@ def read_tfrecord_batches(path: str, config: Config) -> Iterator[pa.RecordBatch]
                 f"record(s) (truncated or corrupt?): {error.message}"
             ) from None
         rows = int(rows)
+        read_bytes += int(framed)
         arrays = []
         for name in config.features:
             row_of, values = (t.numpy() for t in columns[name])

@@ -2,6 +2,8 @@
 statistics; bad files fail with an error naming them and leave no output."""
 
 import gzip
+import struct
+import zlib
 
 import numpy as np
 import pyarrow as pa
@@ -9,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import tensorflow as tf
 
+from tanhguard.pipeline import readers
 from tanhguard.pipeline.analyze import run_analyze
 from tanhguard.pipeline.csv_reader import DataError
 from tanhguard.pipeline.readers import detect_format
@@ -89,11 +92,17 @@ def analyzed(tmp_path_factory):
         _write_parquet(root / f"part-{i}.parquet", rows)
         _write_tfrecord(root / f"part-{i}.tfrecord", rows)
         _write_tfrecord(root / f"part-{i}.tfrecord.gz", rows, gzip_it=True)
+    # One file of two gzip members (what concatenating gzip files gives).
+    members = b"".join(
+        gzip.compress((root / f"part-{i}.tfrecord").read_bytes()) for i in (0, 1)
+    )
+    (root / "members.tfrecord.gz").write_bytes(members)
     patterns = {
         "csv": "all.csv",
         "parquet": "part-*.parquet",
         "tfrecord": "part-?.tfrecord",
         "tfrecord_gzip": "part-*.tfrecord.gz",
+        "tfrecord_gzip_members": "members.tfrecord.gz",
     }
     return {
         kind: run_analyze(CONFIG, str(root / pattern), root / f"out_{kind}")
@@ -101,7 +110,9 @@ def analyzed(tmp_path_factory):
     }
 
 
-@pytest.mark.parametrize("kind", ["parquet", "tfrecord", "tfrecord_gzip"])
+@pytest.mark.parametrize(
+    "kind", ["parquet", "tfrecord", "tfrecord_gzip", "tfrecord_gzip_members"]
+)
 def test_every_format_gives_the_statistics_of_the_csv(analyzed, kind):
     csv, other = analyzed["csv"], analyzed[kind]
     assert other["num_rows"] == csv["num_rows"] == ROWS
@@ -116,7 +127,8 @@ def test_every_format_gives_the_statistics_of_the_csv(analyzed, kind):
         np.testing.assert_allclose(
             got["scale"]["scale"], feature["scale"]["scale"], rtol=1e-6
         )
-    assert len(other["data"]["files"]) == (1 if kind == "csv" else 2)
+    one_file = ("csv", "tfrecord_gzip_members")
+    assert len(other["data"]["files"]) == (1 if kind in one_file else 2)
 
 
 def test_format_comes_from_the_suffix_or_the_flag():
@@ -197,6 +209,49 @@ def test_truncated_gzip_tfrecord_names_the_file(tmp_path):
     cut.write_bytes(data[: len(data) // 2])
     _fails_cleanly(tmp_path, cut, r"cut.tfrecord.gz: cannot read the TFRecord file")
     assert gzip.decompress(data)  # the original is intact
+
+
+def _records(data):
+    """Splits the bytes of a plain TFRecord file into its framed records."""
+    records, offset = [], 0
+    while offset < len(data):
+        (length,) = struct.unpack("<Q", data[offset : offset + 8])
+        records.append(data[offset : offset + length + 16])
+        offset += length + 16
+    return records
+
+
+def test_gzip_tfrecord_cut_at_a_record_boundary_is_an_error(tmp_path):
+    # TF's gzip reader ends cleanly when the stream stops between two
+    # records; a full flush after every record puts such a cut at a known
+    # byte, here after 745 of the 1500 records.
+    plain = tmp_path / "plain.tfrecord"
+    _write_tfrecord(plain, range(ROWS))
+    compressor = zlib.compressobj(wbits=31)
+    chunks = []
+    for record in _records(plain.read_bytes())[:745]:
+        chunks.append(compressor.compress(record))
+        chunks.append(compressor.flush(zlib.Z_FULL_FLUSH))
+    cut = tmp_path / "cut.tfrecord.gz"
+    cut.write_bytes(b"".join(chunks))
+    assert len(list(tf.data.TFRecordDataset(str(cut), "GZIP"))) == 745
+    _fails_cleanly(
+        tmp_path,
+        cut,
+        r"cut.tfrecord.gz: cannot read the TFRecord file after 745 record\(s\) "
+        r"\(truncated\?\): the gzip stream ends before its end marker",
+    )
+
+
+def test_gunzipped_size_counts_every_member_in_bounded_steps(tmp_path):
+    # Zeros compress about 1000:1, so one 1 MB read of the file decompresses
+    # to far more than a 1 MB step.
+    parts = [bytes(3 << 20), b"tail" * 1000]
+    path = tmp_path / "two.gz"
+    path.write_bytes(b"".join(gzip.compress(part) for part in parts))
+    assert readers._gunzipped_size(str(path)) == (sum(map(len, parts)), True)
+    path.write_bytes(path.read_bytes()[:-30])
+    assert readers._gunzipped_size(str(path))[1] is False
 
 
 def test_tfrecord_vector_of_the_wrong_length_names_record_and_feature(tmp_path):
