@@ -12,6 +12,7 @@ import dataclasses
 import importlib.metadata
 import json
 import logging
+import posixpath
 import shutil
 import time
 from collections.abc import Sequence
@@ -44,6 +45,7 @@ from tanhguard.pipeline.statistics import (
     FirstPhaseCombineFn,
     dense_batch,
 )
+from tanhguard.pipeline.workdir import SCRATCH, work_dir
 from tanhguard.transforms.config import Config
 from tanhguard.transforms.fitting import (
     NoFiniteValuesError,
@@ -105,7 +107,7 @@ class _Passes:
     files: Sequence[str]
     fmt: str
     options: PipelineOptions
-    temp: Path
+    temp: str  # a directory the workers can write (see `workdir`)
     quiet: bool
 
     def reader(self) -> ReadRecordBatches:
@@ -116,11 +118,11 @@ class _Passes:
     ) -> np.ndarray:
         """One Beam job: `combine` over `inputs(record_batch, config)` for
         every batch of the files; returns its output (a numpy vector)."""
-        target = self.temp / f"{name}.npy"
-        target.parent.mkdir(parents=True, exist_ok=True)
+        target = posixpath.join(self.temp, f"{name}.npy")
+        tf.io.gfile.makedirs(self.temp)
 
         def save(vector: np.ndarray) -> None:
-            with tf.io.gfile.GFile(str(target), "wb") as handle:
+            with tf.io.gfile.GFile(target, "wb") as handle:
                 np.save(handle, vector)
 
         with beam.Pipeline(options=self.options) as pipeline:
@@ -131,7 +133,7 @@ class _Passes:
                 | "Combine" >> beam.CombineGlobally(combine)
                 | "Save" >> beam.Map(save)
             )
-        with tf.io.gfile.GFile(str(target), "rb") as handle:
+        with tf.io.gfile.GFile(target, "rb") as handle:
             return np.load(handle)
 
 
@@ -231,42 +233,10 @@ def run_analyze(
     _require_rows(files, has_rows)
     say(f"analyzing {len(files)} {fmt} file(s) matching {data}", quiet)
     with atomic_output_dir(output, overwrite=overwrite) as staging:
-        tft_temp = staging / ".tft_tmp"
         options = PipelineOptions(list(beam_args))
         try:
-            passes = _Passes(config, files, fmt, options, tft_temp, quiet)
-            slots = plan_slots(config)
-            count = 3 if needs_mad(slots) else 2
-            say(f"pass 1 of {count}: counts, moments and quantiles", quiet)
-            parameters = first_phase(passes)
-            mads = None
-            if needs_mad(slots):
-                say(f"pass 2 of {count}: median absolute deviations", quiet)
-                mads = mad_phase(passes, parameters, slots)
-            say(f"pass {count} of {count}: bounds, center and scale", quiet)
-            with (
-                beam.Pipeline(options=options) as pipeline,
-                tft_beam.Context(temp_dir=str(tft_temp)),
-            ):
-                batches = pipeline | "Read" >> passes.reader()
-                transform_fn = batches | "AnalyzeFeatures" >> AnalyzeFeatures(
-                    config, parameters, mads
-                )
-                _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(
-                    str(staging)
-                )
-                if rows_format is not None:
-                    from tanhguard.pipeline.transform_job import TransformAndWrite
-
-                    (staging / ROWS_DIR).mkdir()
-                    rows_prefix = str(staging / ROWS_DIR / "part")
-                    # A read of its own: sharing `batches` with the analysis
-                    # would make the runner hold the dataset until the graph
-                    # is ready.
-                    rows = pipeline | "ReadForTransform" >> passes.reader()
-                    _ = rows | "TransformAndWrite" >> TransformAndWrite(
-                        config, transform_fn, rows_prefix, rows_format
-                    )
+            with work_dir(options, staging) as work:
+                _analyze(config, files, fmt, options, work, quiet, rows_format)
         except Exception as error:
             data_error = _find_data_error(error)
             if data_error is not None:
@@ -293,8 +263,52 @@ def run_analyze(
         # Keep the documented key order: num_rows before features.
         stats = {key: stats[key] for key in _STATS_KEY_ORDER}
         (staging / STATS_FILE).write_text(json.dumps(stats, indent=2) + "\n")
-        shutil.rmtree(tft_temp, ignore_errors=True)
+        shutil.rmtree(staging / SCRATCH, ignore_errors=True)
     return stats
+
+
+def _analyze(
+    config: Config,
+    files: Sequence[str],
+    fmt: str,
+    options: PipelineOptions,
+    work: str,
+    quiet: bool,
+    rows_format: str | None,
+) -> None:
+    """The analysis passes; the graph (and with `rows_format`, the rows) go
+    into `work`."""
+    tft_temp = posixpath.join(work, SCRATCH)
+    passes = _Passes(config, files, fmt, options, tft_temp, quiet)
+    slots = plan_slots(config)
+    count = 3 if needs_mad(slots) else 2
+    say(f"pass 1 of {count}: counts, moments and quantiles", quiet)
+    parameters = first_phase(passes)
+    mads = None
+    if needs_mad(slots):
+        say(f"pass 2 of {count}: median absolute deviations", quiet)
+        mads = mad_phase(passes, parameters, slots)
+    say(f"pass {count} of {count}: bounds, center and scale", quiet)
+    with (
+        beam.Pipeline(options=options) as pipeline,
+        tft_beam.Context(temp_dir=tft_temp),
+    ):
+        batches = pipeline | "Read" >> passes.reader()
+        transform_fn = batches | "AnalyzeFeatures" >> AnalyzeFeatures(
+            config, parameters, mads
+        )
+        _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(work)
+        if rows_format is not None:
+            from tanhguard.pipeline.transform_job import TransformAndWrite
+
+            tf.io.gfile.makedirs(posixpath.join(work, ROWS_DIR))
+            rows_prefix = posixpath.join(work, ROWS_DIR, "part")
+            # A read of its own: sharing `batches` with the analysis would
+            # make the runner hold the dataset until the graph is ready.
+            rows = pipeline | "ReadForTransform" >> passes.reader()
+            _ = rows | "TransformAndWrite" >> TransformAndWrite(
+                config, transform_fn, rows_prefix, rows_format
+            )
 
 
 _STATS_KEY_ORDER = (

@@ -9,6 +9,7 @@ not at all.
 
 from __future__ import annotations
 
+import posixpath
 import shutil
 import time
 from collections.abc import Iterator, Sequence
@@ -19,6 +20,7 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import tensorflow as tf
+import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -28,6 +30,7 @@ from tanhguard.pipeline.export import load_artifacts_config, model_matrix_names
 from tanhguard.pipeline.formats import FORMATS
 from tanhguard.pipeline.progress import say
 from tanhguard.pipeline.readers import ReadRecordBatches, resolve_inputs
+from tanhguard.pipeline.workdir import SCRATCH, copy_tree, work_dir
 from tanhguard.transforms.config import Config
 
 
@@ -169,22 +172,42 @@ def run_transform(
     files, fmt, _ = resolve_inputs(data, config, fmt)
     say(f"transforming {len(files)} {fmt} file(s) matching {data}", quiet)
     with atomic_output_dir(output, overwrite=overwrite) as staging:
-        prefix = str(staging / "part")
-        count_path = staging / ".tft_tmp" / "rows"
-        count_path.parent.mkdir()
-        with (
-            beam.Pipeline(options=PipelineOptions(list(beam_args))) as pipeline,
-            tft_beam.Context(temp_dir=str(staging / ".tft_tmp")),
-        ):
-            batches = pipeline | "Read" >> ReadRecordBatches(files, config, fmt, quiet)
-            transform_fn = pipeline | "ReadTransformFn" >> tft_beam.ReadTransformFn(
-                str(artifacts)
-            )
-            _ = batches | "TransformAndWrite" >> TransformAndWrite(
-                config, transform_fn, prefix, output_format, str(count_path)
-            )
-        rows = int(count_path.read_text())
-        shutil.rmtree(staging / ".tft_tmp", ignore_errors=True)
+        options = PipelineOptions(list(beam_args))
+        with work_dir(options, staging) as work:
+            scratch = posixpath.join(work, SCRATCH)
+            tf.io.gfile.makedirs(scratch)
+            count_path = posixpath.join(scratch, "rows")
+            graph = str(artifacts)
+            if work != str(staging):  # the workers read the graph there too
+                graph = posixpath.join(scratch, "artifacts")
+                for part in (
+                    tft.TFTransformOutput.TRANSFORM_FN_DIR,
+                    tft.TFTransformOutput.TRANSFORMED_METADATA_DIR,
+                ):
+                    copy_tree(
+                        posixpath.join(str(artifacts), part),
+                        posixpath.join(graph, part),
+                    )
+            with (
+                beam.Pipeline(options=options) as pipeline,
+                tft_beam.Context(temp_dir=scratch),
+            ):
+                batches = pipeline | "Read" >> ReadRecordBatches(
+                    files, config, fmt, quiet
+                )
+                transform_fn = pipeline | "ReadTransformFn" >> (
+                    tft_beam.ReadTransformFn(graph)
+                )
+                _ = batches | "TransformAndWrite" >> TransformAndWrite(
+                    config,
+                    transform_fn,
+                    posixpath.join(work, "part"),
+                    output_format,
+                    count_path,
+                )
+            with tf.io.gfile.GFile(count_path) as handle:
+                rows = int(handle.read())
+        shutil.rmtree(staging / SCRATCH, ignore_errors=True)
         written = sorted(p for p in staging.iterdir() if p.name.startswith("part"))
         names = [str(Path(output).absolute() / p.name) for p in written]
     seconds = time.monotonic() - started

@@ -1,4 +1,5 @@
-"""Test helpers: apply a saved graph, and the documented formula in numpy.
+"""Test helpers: apply a saved graph, the documented formula in numpy, and
+stats compared to rounding.
 
 The formula is written here from README's statement of it, independently of
 the TensorFlow code under test:
@@ -7,6 +8,7 @@ the TensorFlow code under test:
 """
 
 import functools
+import math
 
 import numpy as np
 import tensorflow as tf
@@ -72,3 +74,19 @@ def expected_output(numbers: dict, x: np.ndarray) -> np.ndarray:
     with np.errstate(over="ignore"):
         z = (clipped - f32(numbers["center"])) / scale
     return np.clip(z, -numbers["bound"], numbers["bound"])
+
+
+def assert_stats_close(got, want, path=""):
+    """Equal structures; floats to 1e-9 (merge order differs across workers)."""
+    if isinstance(want, dict):
+        assert set(got) == set(want), path
+        for key in want:
+            assert_stats_close(got[key], want[key], f"{path}.{key}")
+    elif isinstance(want, list):
+        assert len(got) == len(want), path
+        for i, (g, w) in enumerate(zip(got, want, strict=True)):
+            assert_stats_close(g, w, f"{path}[{i}]")
+    elif isinstance(want, float) and not isinstance(want, bool):
+        assert math.isclose(got, want, rel_tol=1e-9, abs_tol=1e-12), path
+    else:
+        assert got == want, path

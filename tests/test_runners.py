@@ -2,10 +2,9 @@
 DirectRunner, and the portable route (a job service, as Flink and Spark jobs
 take) with Beam's embedded job service."""
 
-import math
-
 import numpy as np
 import pytest
+from graph_oracle import assert_stats_close
 
 from tanhguard.pipeline.analyze import run_analyze
 from tanhguard.transforms.config import parse_config
@@ -32,22 +31,6 @@ RUNNERS = {
 }
 
 
-def _assert_close(got, want, path=""):
-    """Equal structures; floats to 1e-9 (merge order differs across workers)."""
-    if isinstance(want, dict):
-        assert set(got) == set(want), path
-        for key in want:
-            _assert_close(got[key], want[key], f"{path}.{key}")
-    elif isinstance(want, list):
-        assert len(got) == len(want), path
-        for i, (g, w) in enumerate(zip(got, want, strict=True)):
-            _assert_close(g, w, f"{path}[{i}]")
-    elif isinstance(want, float) and not isinstance(want, bool):
-        assert math.isclose(got, want, rel_tol=1e-9, abs_tol=1e-12), path
-    else:
-        assert got == want, path
-
-
 @pytest.fixture(scope="module")
 def data_and_default(tmp_path_factory):
     root = tmp_path_factory.mktemp("runners")
@@ -71,5 +54,5 @@ def test_other_runner_gives_the_same_statistics(data_and_default, runner):
     output = root / runner.replace(" ", "_")
     stats = run_analyze(CONFIG, str(root / "part-*.csv"), output, RUNNERS[runner])
     assert stats["num_rows"] == default["num_rows"] == 2100
-    _assert_close(stats["features"], default["features"])
+    assert_stats_close(stats["features"], default["features"])
     assert (output / "transform_fn" / "saved_model.pb").exists()

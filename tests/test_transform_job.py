@@ -2,17 +2,20 @@
 graph gives in Python, in each output format."""
 
 import json
+import os
 
 import numpy as np
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import pytest
 import tensorflow as tf
-from graph_oracle import apply_graph
+from graph_oracle import apply_graph, assert_stats_close
 
+from tanhguard.pipeline import transform_job, workdir
 from tanhguard.pipeline.analyze import run_analyze
 from tanhguard.pipeline.artifacts import OutputExistsError
 from tanhguard.pipeline.cli import EXIT_OK, main
+from tanhguard.pipeline.csv_reader import DataError
 from tanhguard.pipeline.transform_job import run_transform
 from tanhguard.transforms.config import parse_config
 
@@ -141,3 +144,79 @@ def test_run_analyzes_and_transforms_in_one_pipeline(setup, tmp_path, capsys):
         json.loads((out / "stats.json").read_text())["features"]
         == (reference["features"])
     )
+
+
+SHARED_RUNNER = ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]
+
+
+@pytest.fixture
+def copies(monkeypatch):
+    """Records, for every copy out of a work directory, its source and the
+    files it held (relative paths)."""
+    seen = []
+    original = workdir.copy_tree
+
+    def spy(source, target, skip=()):
+        files = [
+            os.path.relpath(os.path.join(directory, name), source)
+            for directory, _, names in tf.io.gfile.walk(source)
+            for name in names
+        ]
+        seen.append((source, sorted(files)))
+        original(source, target, skip)
+
+    monkeypatch.setattr(workdir, "copy_tree", spy)
+    monkeypatch.setattr(transform_job, "copy_tree", spy)
+    return seen
+
+
+def test_with_a_temp_location_the_workers_write_there(setup, tmp_path, copies):
+    # What a runner off this machine needs: every file the worker processes
+    # write goes under --temp_location, and the output is copied from there.
+    root, x, v, _ = setup
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    args = [*SHARED_RUNNER, f"--temp_location={shared}"]
+    out = tmp_path / "run"
+    stats = run_analyze(
+        CONFIG, str(root / "in-*.csv"), out, args, rows_format="parquet"
+    )
+    (source, files), *_ = copies
+    assert source.startswith(str(shared) + "/tanhguard-")
+    assert "transform_fn/saved_model.pb" in files
+    assert any(name.startswith("rows/part-") for name in files)
+    assert any(name.startswith(".tft_tmp/") for name in files)  # pass results
+    assert list(shared.iterdir()) == []  # removed when done
+    assert not (out / ".tft_tmp").exists()
+    reference = json.loads((root / "artifacts" / "stats.json").read_text())
+    # Two workers merge in another order: equal to rounding.
+    assert_stats_close(stats["features"], reference["features"])
+    table = pq.read_table(out / "rows")
+    expected = apply_graph(out, {"x": x, "v": v})
+    v_out = np.array(table["v"].to_pylist(), np.float32)
+    columns = [table[name].to_numpy() for name in ("x", "x__missing", "x__clipped")]
+    _check(expected, columns[0], v_out, columns[1], columns[2])
+
+    copies.clear()
+    transformed = tmp_path / "transformed"
+    result = run_transform(
+        root / "artifacts", str(root / "in-*.csv"), transformed, "parquet", args
+    )
+    # The graph goes up for the workers, and the shards come back down.
+    sources = [source for source, _ in copies]
+    assert all(s.startswith(str(root / "artifacts")) for s in sources[:2])
+    assert sources[-1].startswith(str(shared) + "/tanhguard-")
+    assert result["rows"] == ROWS == pq.read_table(transformed).num_rows
+    assert list(shared.iterdir()) == []
+
+
+def test_with_a_temp_location_a_failed_run_leaves_nothing(setup, tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    bad = tmp_path / "bad.csv"
+    bad.write_text("x,v_0,v_1\n1.0,2.0,3.0\n1.0,oops,3.0\n")
+    out = tmp_path / "out"
+    with pytest.raises(DataError, match=r"bad.csv: row \d+: column `v_0`: 'oops'"):
+        run_analyze(CONFIG, str(bad), out, [f"--temp_location={shared}"])
+    assert list(shared.iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.csv", "shared"]

@@ -1,0 +1,66 @@
+"""Where a job's workers write, so that runners off this machine can.
+
+The output directory is local: it is written under a temporary name and
+renamed into place (`artifacts.atomic_output_dir`). On the in-process and
+local runners the workers write straight into it. A runner whose workers run
+elsewhere (Dataflow, a Flink or Spark cluster) cannot reach a local path, so
+with Beam's `--temp_location` (for example `gs://bucket/tmp`) every file the
+workers write goes to a fresh directory under it, read there through
+`tf.io.gfile`, and is copied into the local output when the job is done. The
+directory under `--temp_location` is removed afterwards, on failure too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import posixpath
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import tensorflow as tf
+from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
+
+# Scratch space inside a work directory: the analysis passes' results, TFT's
+# temporary files, the row count. Never copied into the output.
+SCRATCH = ".tft_tmp"
+
+
+@contextlib.contextmanager
+def work_dir(options: PipelineOptions, staging: Path) -> Iterator[str]:
+    """Yields the directory the workers write into.
+
+    Without `--temp_location` it is `staging` itself. With it, it is a new
+    directory under the temp location; on success its content (but not
+    `SCRATCH`) is copied into `staging`, and it is removed in any case.
+    """
+    temp_location = options.view_as(GoogleCloudOptions).temp_location
+    if not temp_location:
+        yield str(staging)
+        return
+    work = posixpath.join(temp_location, f"tanhguard-{uuid.uuid4().hex}")
+    tf.io.gfile.makedirs(work)
+    try:
+        yield work
+        copy_tree(work, staging, skip=(SCRATCH,))
+    finally:
+        if tf.io.gfile.exists(work):
+            tf.io.gfile.rmtree(work)
+
+
+def copy_tree(source: str, target: str | Path, skip: tuple[str, ...] = ()) -> None:
+    """Copies the files under `source` into `target` (either side local or
+    any filesystem `tf.io.gfile` knows), leaving out the top-level `skip`."""
+    source = source.rstrip("/")
+    for directory, _, files in tf.io.gfile.walk(source):
+        relative = directory[len(source) :].strip("/")
+        if relative.split("/")[0] in skip:
+            continue
+        destination = posixpath.join(str(target), relative)
+        tf.io.gfile.makedirs(destination)
+        for name in files:
+            tf.io.gfile.copy(
+                posixpath.join(directory, name),
+                posixpath.join(destination, name),
+                overwrite=True,
+            )
