@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import os
 import sys
@@ -56,8 +57,9 @@ def _parser() -> argparse.ArgumentParser:
         "analyze",
         help="compute statistics and bounds over a dataset; write the TFT graph",
         description=(
-            "Unrecognised flags are passed to Apache Beam, e.g. "
-            "--runner=DataflowRunner or --direct_running_mode=multi_processing."
+            "Other flags go to Apache Beam, e.g. --runner=DataflowRunner or "
+            "--direct_running_mode=multi_processing; a flag neither takes is "
+            "an error."
         ),
     )
     analyze.add_argument("--config", required=True, help="YAML feature config")
@@ -68,7 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser(
         "run",
         help="analyze and transform in one pipeline: artifacts plus rows/",
-        description="Unrecognised flags are passed to Apache Beam.",
+        description="Other flags go to Apache Beam (see `analyze --help`).",
     )
     run.add_argument("--config", required=True, help="YAML feature config")
     _add_input_flags(run)
@@ -81,7 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     transform = commands.add_parser(
         "transform",
         help="apply an artifacts directory's graph to a dataset; write the rows",
-        description="Unrecognised flags are passed to Apache Beam.",
+        description="Other flags go to Apache Beam (see `analyze --help`).",
     )
     transform.add_argument(
         "--artifacts", required=True, help="artifacts directory from `analyze`"
@@ -125,6 +127,50 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command_flags(command: str) -> list[str]:
+    """The flags of one subcommand, e.g. `--overwrite`."""
+    for action in _parser()._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            sub = action.choices[command]
+            return [flag for a in sub._actions for flag in a.option_strings]
+    return []
+
+
+def _beam_parser() -> argparse.ArgumentParser:
+    """A parser of every Apache Beam pipeline option (what Beam builds)."""
+    from apache_beam.options import pipeline_options
+
+    parser = pipeline_options._BeamArgumentParser(
+        prog="tanhguard",
+        usage="tanhguard {analyze,run,transform} ... [Apache Beam flags]",
+        allow_abbrev=False,
+        add_help=False,
+    )
+    for options in {
+        str(cls): cls for cls in pipeline_options.PipelineOptions.__subclasses__()
+    }.values():
+        options._add_argparse_args(parser)
+    return parser
+
+
+def _unknown_beam_flags(
+    beam_args: Sequence[str], own_flags: Sequence[str] = ()
+) -> list[str]:
+    """The arguments that no Apache Beam pipeline option takes, each with the
+    closest flag (Beam's or one of `own_flags`) when one is close. Beam itself
+    only logs and drops them, so a mistyped `--runner` would quietly run on
+    the local runner."""
+    parser = _beam_parser()
+    _, unknown = parser.parse_known_args(list(beam_args))
+    known = [flag for action in parser._actions for flag in action.option_strings]
+    known += own_flags
+    problems = []
+    for argument in unknown:
+        close = difflib.get_close_matches(argument.split("=")[0], known, n=1)
+        problems.append(f"{argument} (did you mean {close[0]}?)" if close else argument)
+    return problems
+
+
 def _quiet_tensorflow() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import logging
@@ -145,6 +191,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, beam_args = _parser().parse_known_args(argv)
     if args.command not in ("analyze", "run", "transform") and beam_args:
         _parser().error(f"unrecognized arguments: {' '.join(beam_args)}")
+    if beam_args and (
+        unknown := _unknown_beam_flags(beam_args, _command_flags(args.command))
+    ):
+        _parser().error(
+            "unrecognized arguments, neither tanhguard's nor Apache Beam's: "
+            + ", ".join(unknown)
+        )
     from tanhguard.transforms.config import ConfigError, config_json_schema
 
     if args.command == "config-schema":

@@ -1,11 +1,22 @@
 """The command line end to end, and the demo."""
 
 import json
+import re
+from pathlib import Path
 
 import numpy as np
+import pytest
 
-from tanhguard.pipeline.cli import EXIT_ERROR, EXIT_OK, main
+from tanhguard.pipeline.cli import (
+    EXIT_ERROR,
+    EXIT_OK,
+    _beam_parser,
+    _command_flags,
+    main,
+)
 from tanhguard.pipeline.demo import run_demo
+
+README = Path(__file__).parent.parent / "README.md"
 
 
 def test_quiet_analyze_prints_no_progress(tmp_path, capsys):
@@ -75,3 +86,32 @@ def test_demo_shows_nan_on_raw_rows_and_none_after_transform(tmp_path, capsys):
     assert stats["features"]["constant"]["constant"] is True
     assert stats["features"]["sensor"]["pos_inf"] > 0
     assert "tanhguard outputs:  0 of 4,000 rows give NaN" in capsys.readouterr().out
+
+
+def test_a_flag_neither_tanhguard_nor_beam_takes_is_an_error(tmp_path, capsys):
+    # Beam only logs flags it does not know and drops them: a mistyped
+    # --runner would run the job on the local runner.
+    argv = ["analyze", "--config", "c.yaml", "--data", "d.csv"]
+    argv += ["--output", str(tmp_path / "o"), "--direct_num_workers=2"]
+    with pytest.raises(SystemExit) as exit_:
+        main([*argv, "--overwite", "--runer=DataflowRunner"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "--overwite (did you mean --overwrite?)" in err
+    assert "--runer=DataflowRunner (did you mean --runner?)" in err
+    assert "direct_num_workers" not in err
+    with pytest.raises(SystemExit):
+        main([*argv, "--runner"])
+    assert "argument --runner: expected one argument" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_every_runner_flag_the_readme_names_is_a_beam_flag():
+    text = README.read_text()
+    section = text[text.index("- Runs on Beam's") : text.index("- `--output` appears")]
+    flags = set(re.findall(r"--[a-z_]+", section)) - set(_command_flags("analyze"))
+    assert {"--runner", "--temp_location", "--flink_master"} <= flags
+    assert {"--spark_master_url", "--direct_num_workers", "--setup_file"} <= flags
+    parser = _beam_parser()
+    beam = {flag for action in parser._actions for flag in action.option_strings}
+    assert flags - beam == set()
