@@ -13,7 +13,6 @@ import importlib.metadata
 import json
 import logging
 import posixpath
-import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -45,7 +44,7 @@ from tanhguard.pipeline.statistics import (
     FirstPhaseCombineFn,
     dense_batch,
 )
-from tanhguard.pipeline.workdir import SCRATCH, work_dir
+from tanhguard.pipeline.workdir import SCRATCH, SaveGlobally, load_saved, work_dir
 from tanhguard.transforms.config import Config
 from tanhguard.transforms.fitting import (
     NoFiniteValuesError,
@@ -120,21 +119,14 @@ class _Passes:
         every batch of the files; returns its output (a numpy vector)."""
         target = posixpath.join(self.temp, f"{name}.npy")
         tf.io.gfile.makedirs(self.temp)
-
-        def save(vector: np.ndarray) -> None:
-            with tf.io.gfile.GFile(target, "wb") as handle:
-                np.save(handle, vector)
-
         with beam.Pipeline(options=self.options) as pipeline:
             _ = (
                 pipeline
                 | "Read" >> self.reader()
                 | "Inputs" >> beam.Map(inputs, config=self.config)
-                | "Combine" >> beam.CombineGlobally(combine)
-                | "Save" >> beam.Map(save)
+                | "CombineAndSave" >> SaveGlobally(combine, target)
             )
-        with tf.io.gfile.GFile(target, "rb") as handle:
-            return np.load(handle)
+        return load_saved(target)
 
 
 def first_phase(passes: _Passes) -> np.ndarray:
@@ -263,7 +255,6 @@ def run_analyze(
         # Keep the documented key order: num_rows before features.
         stats = {key: stats[key] for key in _STATS_KEY_ORDER}
         (staging / STATS_FILE).write_text(json.dumps(stats, indent=2) + "\n")
-        shutil.rmtree(staging / SCRATCH, ignore_errors=True)
     return stats
 
 

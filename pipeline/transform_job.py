@@ -10,7 +10,6 @@ not at all.
 from __future__ import annotations
 
 import posixpath
-import shutil
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -30,7 +29,13 @@ from tanhguard.pipeline.export import load_artifacts_config, model_matrix_names
 from tanhguard.pipeline.formats import FORMATS
 from tanhguard.pipeline.progress import say
 from tanhguard.pipeline.readers import ReadRecordBatches, resolve_inputs
-from tanhguard.pipeline.workdir import SCRATCH, copy_tree, work_dir
+from tanhguard.pipeline.workdir import (
+    SCRATCH,
+    SaveGlobally,
+    copy_tree,
+    load_saved,
+    work_dir,
+)
 from tanhguard.transforms.config import Config
 
 
@@ -129,17 +134,10 @@ class TransformAndWrite(beam.PTransform):
         )
         if self._count_path is not None:
             # The row count, without reading the shards back.
-            count_path = self._count_path
-
-            def save(rows: int) -> None:
-                with tf.io.gfile.GFile(count_path, "w") as handle:
-                    handle.write(str(rows))
-
             _ = (
                 flat
                 | "RowsPerBatch" >> beam.Map(lambda batch: batch.num_rows)
-                | "CountRows" >> beam.CombineGlobally(sum)
-                | "SaveCount" >> beam.Map(save)
+                | "CountRows" >> SaveGlobally(sum, self._count_path)
             )
         return _write(flat, self._prefix, self._format, schema, config)
 
@@ -176,7 +174,7 @@ def run_transform(
         with work_dir(options, staging) as work:
             scratch = posixpath.join(work, SCRATCH)
             tf.io.gfile.makedirs(scratch)
-            count_path = posixpath.join(scratch, "rows")
+            count_path = posixpath.join(scratch, "rows.npy")
             graph = str(artifacts)
             if work != str(staging):  # the workers read the graph there too
                 graph = posixpath.join(scratch, "artifacts")
@@ -205,9 +203,7 @@ def run_transform(
                     output_format,
                     count_path,
                 )
-            with tf.io.gfile.GFile(count_path) as handle:
-                rows = int(handle.read())
-        shutil.rmtree(staging / SCRATCH, ignore_errors=True)
+            rows = int(load_saved(count_path))
         written = sorted(p for p in staging.iterdir() if p.name.startswith("part"))
         names = [str(Path(output).absolute() / p.name) for p in written]
     seconds = time.monotonic() - started

@@ -8,16 +8,23 @@ with Beam's `--temp_location` (for example `gs://bucket/tmp`) every file the
 workers write goes to a fresh directory under it, read there through
 `tf.io.gfile`, and is copied into the local output when the job is done. The
 directory under `--temp_location` is removed afterwards, on failure too.
+
+A job's small results (an analysis pass's vector, the row count) reach the
+driver the same way: `SaveGlobally` writes them into the work directory and
+`load_saved` reads them back.
 """
 
 from __future__ import annotations
 
 import contextlib
 import posixpath
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import apache_beam as beam
+import numpy as np
 import tensorflow as tf
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
 
@@ -30,13 +37,15 @@ SCRATCH = ".tft_tmp"
 def work_dir(options: PipelineOptions, staging: Path) -> Iterator[str]:
     """Yields the directory the workers write into.
 
-    Without `--temp_location` it is `staging` itself. With it, it is a new
-    directory under the temp location; on success its content (but not
-    `SCRATCH`) is copied into `staging`, and it is removed in any case.
+    Without `--temp_location` it is `staging` itself, and its `SCRATCH` is
+    removed on success. With it, it is a new directory under the temp
+    location; on success its content (but not `SCRATCH`) is copied into
+    `staging`, and it is removed in any case.
     """
     temp_location = options.view_as(GoogleCloudOptions).temp_location
     if not temp_location:
         yield str(staging)
+        shutil.rmtree(staging / SCRATCH, ignore_errors=True)
         return
     work = posixpath.join(temp_location, f"tanhguard-{uuid.uuid4().hex}")
     tf.io.gfile.makedirs(work)
@@ -64,3 +73,32 @@ def copy_tree(source: str, target: str | Path, skip: tuple[str, ...] = ()) -> No
                 posixpath.join(destination, name),
                 overwrite=True,
             )
+
+
+class SaveGlobally(beam.PTransform):
+    """Combines a PCollection into one value with `combine` and saves it with
+    `np.save` at `path` (in a work directory), for `load_saved`."""
+
+    def __init__(self, combine, path: str):
+        super().__init__()
+        self._combine = combine
+        self._path = path
+
+    def expand(self, pcoll: beam.PCollection) -> beam.PCollection:
+        path = self._path
+
+        def save(value) -> None:
+            with tf.io.gfile.GFile(path, "wb") as handle:
+                np.save(handle, np.asarray(value))
+
+        return (
+            pcoll
+            | "Combine" >> beam.CombineGlobally(self._combine)
+            | "Save" >> beam.Map(save)
+        )
+
+
+def load_saved(path: str) -> np.ndarray:
+    """What `SaveGlobally` saved at `path`, once its pipeline has run."""
+    with tf.io.gfile.GFile(path, "rb") as handle:
+        return np.load(handle)
