@@ -89,9 +89,8 @@ def _is_gzip(path: str) -> bool:
         return handle.read(2) == b"\x1f\x8b"
 
 
-def _tfrecord_dataset(path: str) -> tf.data.Dataset:
-    compression = "GZIP" if _is_gzip(path) else ""
-    return tf.data.TFRecordDataset(path, compression_type=compression)
+def _tfrecord_dataset(path: str, gzip: bool) -> tf.data.Dataset:
+    return tf.data.TFRecordDataset(path, compression_type="GZIP" if gzip else "")
 
 
 # Each TFRecord record adds 16 bytes to its data: an 8-byte length and two
@@ -135,23 +134,19 @@ def _check_gzip_complete(path: str, read_bytes: int, records: int) -> None:
             handle.seek(length - 4)
             if int.from_bytes(handle.read(4), "little") == read_bytes % (1 << 32):
                 return
+    unread = f"{path}: cannot read the TFRecord file after {records} record(s)"
     try:
         size, complete = _gunzipped_size(path)
     except zlib.error as error:
-        raise DataError(
-            f"{path}: cannot read the TFRecord file after {records} record(s) "
-            f"(corrupt?): {error}"
-        ) from None
+        raise DataError(f"{unread} (corrupt?): {error}") from None
     if not complete:
         raise DataError(
-            f"{path}: cannot read the TFRecord file after {records} record(s) "
-            "(truncated?): the gzip stream ends before its end marker"
+            f"{unread} (truncated?): the gzip stream ends before its end marker"
         )
     if size != read_bytes:
         raise DataError(
-            f"{path}: cannot read the TFRecord file after {records} record(s) "
-            f"(corrupt?): the records end at byte {read_bytes} of {size} "
-            "decompressed bytes"
+            f"{unread} (corrupt?): the records end at byte {read_bytes} of "
+            f"{size} decompressed bytes"
         )
 
 
@@ -177,7 +172,7 @@ def _conform(
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
-def _parsed_batches(path: str, config: Config) -> tf.data.Dataset:
+def _parsed_batches(path: str, gzip: bool, config: Config) -> tf.data.Dataset:
     """Batches of records parsed by `tf.io.parse_example` in tf.data's own
     threads (so parsing overlaps with the work downstream): per feature, the
     row of every value and the values."""
@@ -191,18 +186,18 @@ def _parsed_batches(path: str, config: Config) -> tf.data.Dataset:
         return columns, tf.shape(records)[0], tf.reduce_sum(tf.cast(framed, tf.int64))
 
     return (
-        _tfrecord_dataset(path)
+        _tfrecord_dataset(path, gzip)
         .batch(TFRECORD_BATCH)
         .map(parse, num_parallel_calls=tf.data.AUTOTUNE)
         .prefetch(2)
     )
 
 
-def _locate_bad_record(path: str, config: Config, first: int) -> int | None:
+def _locate_bad_record(path: str, gzip: bool, config: Config, first: int) -> int | None:
     """The number (from 1) of the first record from `first` on that does not
     parse, looking one record at a time; None if none is found."""
     spec = raw_feature_spec(config)
-    records = _tfrecord_dataset(path).skip(first - 1).take(TFRECORD_BATCH)
+    records = _tfrecord_dataset(path, gzip).skip(first - 1).take(TFRECORD_BATCH)
     try:
         for offset, record in enumerate(records):
             try:
@@ -223,16 +218,17 @@ def read_tfrecord_batches(path: str, config: Config) -> Iterator[pa.RecordBatch]
         the file (and the records, when known).
     """
     first, read_bytes = 1, 0
-    batches = iter(_parsed_batches(path, config))
+    gzip = _is_gzip(path)
+    batches = iter(_parsed_batches(path, gzip, config))
     while True:
         try:
             columns, rows, framed = next(batches)
         except StopIteration:
-            if _is_gzip(path):
+            if gzip:
                 _check_gzip_complete(path, read_bytes, first - 1)
             return
         except tf.errors.InvalidArgumentError as error:
-            record = _locate_bad_record(path, config, first)
+            record = _locate_bad_record(path, gzip, config, first)
             where = f"record {record}" if record else f"records from {first}"
             raise DataError(
                 f"{path}: {where}: not a valid tf.Example for the config: "
@@ -349,7 +345,7 @@ def read_parquet_batches(path: str, config: Config) -> Iterator[pa.RecordBatch]:
 def check_tfrecord(path: str, config: Config) -> bool:
     """Parses the first record; True if the file has one."""
     try:
-        first = next(iter(_tfrecord_dataset(path).take(1)), None)
+        first = next(iter(_tfrecord_dataset(path, _is_gzip(path)).take(1)), None)
     except tf.errors.OpError as error:
         raise DataError(
             f"{path}: not a readable TFRecord file: {error.message}"
