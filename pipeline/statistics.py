@@ -66,6 +66,13 @@ def dense_batch(batch: pa.RecordBatch, config: Config) -> list[np.ndarray]:
     return [np.concatenate(parts, axis=1), np.concatenate(masks, axis=1)]
 
 
+def _merged(moments, other):
+    """`merge_moments` where either side may be None (nothing seen yet)."""
+    if moments is None or other is None:
+        return other if moments is None else moments
+    return merge_moments(moments, other)
+
+
 class _GroupAccumulator:
     """Counts, moments, min/max and the quantile summaries of one group."""
 
@@ -127,11 +134,7 @@ class FirstPhaseCombineFn(beam.CombineFn):
                 np.full(width, np.inf),
                 np.zeros(width, bool),
             )
-            group.moments = (
-                moments
-                if group.moments is None
-                else merge_moments(group.moments, moments)
-            )
+            group.moments = _merged(group.moments, moments)
             if x.shape[0]:
                 group.min = np.minimum(group.min, np.where(finite, x, np.inf).min(0))
                 group.max = np.maximum(group.max, np.where(finite, x, -np.inf).max(0))
@@ -146,10 +149,7 @@ class FirstPhaseCombineFn(beam.CombineFn):
                 merged, other, self._quantiles, strict=True
             ):
                 into.counts += group.counts
-                if into.moments is None:
-                    into.moments = group.moments
-                elif group.moments is not None:
-                    into.moments = merge_moments(into.moments, group.moments)
+                into.moments = _merged(into.moments, group.moments)
                 into.min = np.minimum(into.min, group.min)
                 into.max = np.maximum(into.max, group.max)
                 into.quantiles = quantiles.merge_accumulators(
