@@ -5,6 +5,8 @@
     python3 dev.py test         # ruff, then pytest in .venv (Python 3.11+) and
                                 # in .venv-tfx (Python 3.10, TFX 1.16)
     python3 dev.py test-main    # only the .venv suite
+    python3 dev.py test-unit    # only tests/unit (the numeric core, no Beam
+                                # pipeline; under a minute)
     python3 dev.py test-tfx     # only the .venv-tfx suite (tests/ + tests_tfx/)
     python3 dev.py tfx-example  # run examples/tfx/pipeline.py in .venv-tfx
 
@@ -122,7 +124,7 @@ def run_tfx_tests(args: list[str], python: str) -> int:
 
 
 def main(argv: list[str]) -> int:
-    commands = ("demo", "test", "test-main", "test-tfx", "tfx-example")
+    commands = ("demo", "test", "test-main", "test-unit", "test-tfx", "tfx-example")
     if not argv or argv[0] not in commands:
         print(__doc__)
         return 2
@@ -133,6 +135,11 @@ def main(argv: list[str]) -> int:
         return subprocess.call([MAIN.bin("tanhguard"), "demo", *args])
     if command == "test-main":
         return run_main_tests(args)
+    if command == "test-unit":
+        ensure(MAIN, sys.executable)
+        return subprocess.call(
+            [MAIN.bin("python"), "-m", "pytest", "tests/unit", *args]
+        )
     python = find_python310()
     if command in ("test-tfx", "tfx-example") and python is None:
         print("No Python 3.10 found: set TANHGUARD_PYTHON310", file=sys.stderr)

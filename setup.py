@@ -1,24 +1,39 @@
 """tanhguard: finite, bounded model inputs from a TensorFlow Transform graph."""
 
+import re
 from pathlib import Path
 
 from setuptools import setup
 
+HERE = Path(__file__).parent
+VERSION = re.search(
+    r'^__version__ = "([^"]+)"',
+    (HERE / "tanhguard" / "version.py").read_text(encoding="utf-8"),
+    re.MULTILINE,
+).group(1)
+
 setup(
     name="tanhguard",
-    version="0.1.0",
+    version=VERSION,
     description=(
         "A TensorFlow Transform preprocessing component that clips, imputes and "
         "scales every feature so that model inputs are always finite and bounded."
     ),
-    long_description=(Path(__file__).parent / "README.md").read_text(encoding="utf-8"),
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    # One distribution, import namespace `tanhguard`: the top-level folders of
-    # the repository are its sub-packages.
+    # One distribution, import package `tanhguard` (tanhguard/: the public API
+    # and the exceptions); the top-level folders of the repository are its
+    # sub-packages.
     # `configs/` ships as package data so that `tanhguard demo` finds its config.
-    packages=["tanhguard.transforms", "tanhguard.pipeline", "tanhguard.configs"],
+    packages=[
+        "tanhguard",
+        "tanhguard.transforms",
+        "tanhguard.pipeline",
+        "tanhguard.configs",
+    ],
     package_dir={
+        "tanhguard": "tanhguard",
         "tanhguard.transforms": "transforms",
         "tanhguard.pipeline": "pipeline",
         "tanhguard.configs": "configs",

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
-import json
 import logging
 import posixpath
 import time
@@ -24,42 +23,28 @@ import tensorflow as tf
 import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
 from apache_beam.options.pipeline_options import PipelineOptions
-from tensorflow_transform.tf_metadata import (
-    dataset_metadata,
-    metadata_io,
-    schema_utils,
-)
 
-from tanhguard.pipeline.artifacts import atomic_output_dir
-from tanhguard.pipeline.csv_reader import (
-    DataError,
-    raw_feature_spec,
-    tensor_adapter_config,
+from tanhguard.errors import DataError
+from tanhguard.pipeline.artifacts import (
+    ROWS_DIR,
+    atomic_output_dir,
+    load_stats,
+    write_raw_metadata,
+    write_stats,
 )
+from tanhguard.pipeline.batch_layout import dense_batch, tensor_adapter_config
 from tanhguard.pipeline.graph_stats import read_graph_stats
-from tanhguard.pipeline.progress import say
 from tanhguard.pipeline.readers import ReadRecordBatches, resolve_inputs
-from tanhguard.pipeline.scale_fitter import MadCombineFn
-from tanhguard.pipeline.statistics import (
-    FirstPhaseCombineFn,
-    dense_batch,
-)
+from tanhguard.pipeline.stats_json import STATS_FORMAT_VERSION, unpack_stats_vector
+from tanhguard.pipeline.transform_job import TransformAndWrite
 from tanhguard.pipeline.workdir import SCRATCH, SaveGlobally, load_saved, work_dir
-from tanhguard.transforms.config import Config
-from tanhguard.transforms.fitting import (
-    NoFiniteValuesError,
-    Slot,
-    needs_mad,
-    plan_slots,
-)
-from tanhguard.transforms.preprocessing import (
-    build_preprocessing_fn,
-    unpack_stats_vector,
-)
+from tanhguard.transforms.config import Config, load_config
+from tanhguard.transforms.first_phase import FirstPhaseCombineFn
+from tanhguard.transforms.fit_phase import MadCombineFn
+from tanhguard.transforms.preprocessing import build_preprocessing_fn
+from tanhguard.transforms.slots import Slot, needs_mad, plan_slots
 
-STATS_FILE = "stats.json"
-ROWS_DIR = "rows"
-STATS_FORMAT_VERSION = 2
+__all__ = ["AnalyzeFeatures", "analyze", "load_stats", "run_analyze"]
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +53,7 @@ class AnalyzeFeatures(beam.PTransform):
     """Record batches -> a TFT transform_fn, writing the statistics vector.
 
     Input: a PCollection of Arrow record batches in the layout of
-    `csv_reader.arrow_schema(config)`.
+    `batch_layout.arrow_schema(config)`.
     Output: the `(transform_fn, metadata)` pair of `tft_beam.AnalyzeDataset`.
 
     With `parameters` (the first phase's vector, see `first_phase`), the
@@ -107,10 +92,9 @@ class _Passes:
     fmt: str
     options: PipelineOptions
     temp: str  # a directory the workers can write (see `workdir`)
-    quiet: bool
 
     def reader(self) -> ReadRecordBatches:
-        return ReadRecordBatches(self.files, self.config, self.fmt, self.quiet)
+        return ReadRecordBatches(self.files, self.config, self.fmt)
 
     def combine(
         self, name: str, combine: beam.CombineFn, inputs=dense_batch
@@ -170,7 +154,7 @@ def _find_data_error(error: BaseException) -> BaseException | None:
     seen = set()
     while error is not None and id(error) not in seen:
         seen.add(id(error))
-        if isinstance(error, (DataError, NoFiniteValuesError)):
+        if isinstance(error, DataError):
             return error
         error = error.__cause__ or error.__context__
     return None
@@ -191,7 +175,6 @@ def run_analyze(
     beam_args: Sequence[str] = (),
     overwrite: bool = False,
     fmt: str | None = None,
-    quiet: bool = True,
     rows_format: str | None = None,
 ) -> dict[str, Any]:
     """Analyzes the files matching `data` and writes the artifacts.
@@ -209,8 +192,7 @@ def run_analyze(
         in-process DirectRunner.
       overwrite: Replace an existing `output`.
       fmt: `csv`, `tfrecord` or `parquet`; by default, from the file names.
-      quiet: No progress lines on stderr (the default for library use; the
-        command line reports progress unless `--quiet`).
+      rows_format: see above.
 
     Returns:
       The content of stats.json.
@@ -223,26 +205,19 @@ def run_analyze(
     started = time.monotonic()
     files, fmt, has_rows = resolve_inputs(data, config, fmt)
     _require_rows(files, has_rows)
-    say(f"analyzing {len(files)} {fmt} file(s) matching {data}", quiet)
+    logger.info("analyzing %d %s file(s) matching %s", len(files), fmt, data)
     with atomic_output_dir(output, overwrite=overwrite) as staging:
         options = PipelineOptions(list(beam_args))
         try:
             with work_dir(options, staging) as work:
-                _analyze(config, files, fmt, options, work, quiet, rows_format)
+                _analyze(config, files, fmt, options, work, rows_format)
         except Exception as error:
             data_error = _find_data_error(error)
             if data_error is not None:
                 raise DataError(str(data_error)) from None
             raise
-        # The raw schema, as TFX writes it: `TFTransformOutput.raw_feature_spec()`
-        # and `transform_features_layer()` read it.
-        metadata_io.write_metadata(
-            dataset_metadata.DatasetMetadata(
-                schema_utils.schema_from_feature_spec(raw_feature_spec(config))
-            ),
-            str(staging / tft.TFTransformOutput.RAW_METADATA_DIR),
-        )
-        say("writing stats.json from the saved graph", quiet)
+        write_raw_metadata(staging, config)
+        logger.info("writing stats.json from the saved graph")
         _, vector = read_graph_stats(staging)
         stats = {
             "format_version": STATS_FORMAT_VERSION,
@@ -252,9 +227,7 @@ def run_analyze(
             "config": config.to_json_dict(),
             "elapsed_seconds": round(time.monotonic() - started, 3),
         }
-        # Keep the documented key order: num_rows before features.
-        stats = {key: stats[key] for key in _STATS_KEY_ORDER}
-        (staging / STATS_FILE).write_text(json.dumps(stats, indent=2) + "\n")
+        write_stats(staging, stats)
     return stats
 
 
@@ -264,22 +237,21 @@ def _analyze(
     fmt: str,
     options: PipelineOptions,
     work: str,
-    quiet: bool,
     rows_format: str | None,
 ) -> None:
     """The analysis passes; the graph (and with `rows_format`, the rows) go
     into `work`."""
     tft_temp = posixpath.join(work, SCRATCH)
-    passes = _Passes(config, files, fmt, options, tft_temp, quiet)
+    passes = _Passes(config, files, fmt, options, tft_temp)
     slots = plan_slots(config)
     count = 3 if needs_mad(slots) else 2
-    say(f"pass 1 of {count}: counts, moments and quantiles", quiet)
+    logger.info("pass 1 of %d: counts, moments and quantiles", count)
     parameters = first_phase(passes)
     mads = None
     if needs_mad(slots):
-        say(f"pass 2 of {count}: median absolute deviations", quiet)
+        logger.info("pass 2 of %d: median absolute deviations", count)
         mads = mad_phase(passes, parameters, slots)
-    say(f"pass {count} of {count}: bounds, center and scale", quiet)
+    logger.info("pass %d of %d: bounds, center and scale", count, count)
     with (
         beam.Pipeline(options=options) as pipeline,
         tft_beam.Context(temp_dir=tft_temp),
@@ -290,8 +262,6 @@ def _analyze(
         )
         _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(work)
         if rows_format is not None:
-            from tanhguard.pipeline.transform_job import TransformAndWrite
-
             tf.io.gfile.makedirs(posixpath.join(work, ROWS_DIR))
             rows_prefix = posixpath.join(work, ROWS_DIR, "part")
             # A read of its own: sharing `batches` with the analysis would
@@ -302,18 +272,19 @@ def _analyze(
             )
 
 
-_STATS_KEY_ORDER = (
-    "format_version",
-    "tanhguard_version",
-    "tensorflow_transform_version",
-    "num_rows",
-    "elapsed_seconds",
-    "data",
-    "config",
-    "features",
-)
+def analyze(
+    config: Config | str | Path,
+    data: str,
+    output: str | Path,
+    beam_args: Sequence[str] = (),
+    overwrite: bool = False,
+    fmt: str | None = None,
+) -> dict[str, Any]:
+    """`tanhguard analyze` as a function: `run_analyze` with the config given
+    as a validated `Config` or the path of a YAML file.
 
-
-def load_stats(artifacts: str | Path) -> dict[str, Any]:
-    """Reads stats.json from an artifacts directory."""
-    return json.loads((Path(artifacts) / STATS_FILE).read_text())
+    Example: `tanhguard.analyze("configs/demo.yaml", "data.csv", "artifacts")`.
+    """
+    if not isinstance(config, Config):
+        config = load_config(config)
+    return run_analyze(config, data, output, beam_args, overwrite=overwrite, fmt=fmt)

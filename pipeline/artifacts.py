@@ -1,17 +1,106 @@
-"""Artifacts directories that appear complete or not at all."""
+"""The artifacts directory: what `analyze` writes and every later step reads.
+
+    transform_fn/, transformed_metadata/   the TFT graph (`tft.TFTransformOutput`)
+    metadata/                              the raw schema (one VarLenFeature each)
+    stats.json                             the statistics and bounds it applies
+    rows/                                  `tanhguard run` only: the rows
+
+Reading and writing those files lives here; the statistics are read back
+from the graph by `graph_stats`, and formatted by `stats_json`.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+from tanhguard.errors import ArtifactsError, OutputExistsError
+from tanhguard.transforms.config import Config, parse_config
+
+STATS_FILE = "stats.json"
+ROWS_DIR = "rows"
+TRANSFORM_FN_DIR = "transform_fn"
+# stats.json's keys in their documented order.
+STATS_KEY_ORDER = (
+    "format_version",
+    "tanhguard_version",
+    "tensorflow_transform_version",
+    "num_rows",
+    "elapsed_seconds",
+    "data",
+    "config",
+    "features",
+)
 
 
-class OutputExistsError(FileExistsError):
-    """The output directory exists and overwriting was not asked for."""
+def load_stats(artifacts: str | Path) -> dict[str, Any]:
+    """Reads stats.json from an artifacts directory.
+
+    Raises:
+      ArtifactsError: it is missing or not valid JSON.
+    """
+    path = Path(artifacts) / STATS_FILE
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ArtifactsError(
+            f"{artifacts}: not a tanhguard artifacts directory (no {STATS_FILE}; "
+            "expected the output of `tanhguard analyze`)"
+        ) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ArtifactsError(f"{path}: cannot read stats.json: {error}") from None
+
+
+def write_stats(directory: str | Path, stats: dict[str, Any]) -> None:
+    """Writes stats.json, keys in their documented order."""
+    ordered = {key: stats[key] for key in STATS_KEY_ORDER}
+    (Path(directory) / STATS_FILE).write_text(json.dumps(ordered, indent=2) + "\n")
+
+
+def load_artifacts_config(artifacts: str | Path) -> Config:
+    """The config an artifacts directory was analyzed with (from stats.json).
+
+    Raises:
+      ArtifactsError: not an artifacts directory, or its stats.json is broken.
+    """
+    if not (Path(artifacts) / TRANSFORM_FN_DIR).is_dir():
+        raise ArtifactsError(
+            f"{artifacts}: not a tanhguard artifacts directory (expected "
+            "stats.json and transform_fn/ from `tanhguard analyze`)"
+        )
+    stats = load_stats(artifacts)
+    if not isinstance(stats, dict) or not isinstance(stats.get("config"), dict):
+        raise ArtifactsError(
+            f"{Path(artifacts) / STATS_FILE}: holds no `config`; write it again "
+            "with `tanhguard analyze`"
+        )
+    return parse_config(stats["config"])
+
+
+def write_raw_metadata(directory: str | Path, config: Config) -> None:
+    """The raw schema, as TFX writes it: `TFTransformOutput.raw_feature_spec()`
+    and `transform_features_layer()` read it."""
+    import tensorflow_transform as tft
+    from tensorflow_transform.tf_metadata import (
+        dataset_metadata,
+        metadata_io,
+        schema_utils,
+    )
+
+    from tanhguard.pipeline.batch_layout import raw_feature_spec
+
+    metadata_io.write_metadata(
+        dataset_metadata.DatasetMetadata(
+            schema_utils.schema_from_feature_spec(raw_feature_spec(config))
+        ),
+        str(Path(directory) / tft.TFTransformOutput.RAW_METADATA_DIR),
+    )
 
 
 @contextlib.contextmanager

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import difflib
 import json
+import logging
 import os
 import sys
 from collections.abc import Sequence
 
+from tanhguard.errors import TanhguardError
 from tanhguard.pipeline.formats import FORMATS
+from tanhguard.pipeline.progress import configure_logging
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -33,14 +35,20 @@ def _add_output_format(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_write_flags(parser: argparse.ArgumentParser, quiet: bool = True) -> None:
+def _add_write_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--overwrite", action="store_true", help="replace an existing --output"
     )
-    if quiet:
-        parser.add_argument(
-            "--quiet", action="store_true", help="no progress lines on stderr"
-        )
+
+
+def _add_log_flags(parser: argparse.ArgumentParser) -> None:
+    level = parser.add_mutually_exclusive_group()
+    level.add_argument(
+        "--quiet", action="store_true", help="no progress lines on stderr"
+    )
+    level.add_argument(
+        "--verbose", action="store_true", help="debug lines on stderr too"
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -113,7 +121,7 @@ def _parser() -> argparse.ArgumentParser:
             "directory, .h5 or .keras file, or a Keras 3 .keras file"
         ),
     )
-    _add_write_flags(export, quiet=False)
+    _add_write_flags(export)
 
     commands.add_parser("config-schema", help="print the JSON Schema of a config")
 
@@ -124,6 +132,8 @@ def _parser() -> argparse.ArgumentParser:
         "--output", default="demo-output", help="where the demo writes (replaced)"
     )
     demo.add_argument("--rows", type=int, default=20_000, help="rows to generate")
+    for sub in (analyze, run, transform, export, demo):
+        _add_log_flags(sub)
     return parser
 
 
@@ -134,41 +144,6 @@ def _command_flags(command: str) -> list[str]:
             sub = action.choices[command]
             return [flag for a in sub._actions for flag in a.option_strings]
     return []
-
-
-def _beam_parser() -> argparse.ArgumentParser:
-    """A parser of every Apache Beam pipeline option (what Beam builds)."""
-    from apache_beam.options import pipeline_options
-
-    parser = pipeline_options._BeamArgumentParser(
-        prog="tanhguard",
-        usage="tanhguard {analyze,run,transform} ... [Apache Beam flags]",
-        allow_abbrev=False,
-        add_help=False,
-    )
-    for options in {
-        str(cls): cls for cls in pipeline_options.PipelineOptions.__subclasses__()
-    }.values():
-        options._add_argparse_args(parser)
-    return parser
-
-
-def _unknown_beam_flags(
-    beam_args: Sequence[str], own_flags: Sequence[str] = ()
-) -> list[str]:
-    """The arguments that no Apache Beam pipeline option takes, each with the
-    closest flag (Beam's or one of `own_flags`) when one is close. Beam itself
-    only logs and drops them, so a mistyped `--runner` would quietly run on
-    the local runner."""
-    parser = _beam_parser()
-    _, unknown = parser.parse_known_args(list(beam_args))
-    known = [flag for action in parser._actions for flag in action.option_strings]
-    known += own_flags
-    problems = []
-    for argument in unknown:
-        close = difflib.get_close_matches(argument.split("=")[0], known, n=1)
-        problems.append(f"{argument} (did you mean {close[0]}?)" if close else argument)
-    return problems
 
 
 def _quiet_tensorflow() -> None:
@@ -185,76 +160,87 @@ def _print_summary(stats: dict, output: str) -> None:
     print(f"\nArtifacts: {os.path.abspath(output)} ({stats['elapsed_seconds']:.1f} s)")
 
 
+def _run(args: argparse.Namespace, beam_args: list[str]) -> None:
+    """Runs one command; tanhguard's errors propagate to `main`."""
+    if args.command in ("analyze", "run"):
+        from tanhguard.pipeline.analyze import run_analyze
+        from tanhguard.transforms.config import load_config
+
+        config = load_config(args.config)
+        stats = run_analyze(
+            config,
+            args.data,
+            args.output,
+            beam_args,
+            overwrite=args.overwrite,
+            fmt=args.format,
+            rows_format=getattr(args, "output_format", None),
+        )
+        _print_summary(stats, args.output)
+    elif args.command == "transform":
+        from tanhguard.pipeline.transform_job import run_transform
+
+        result = run_transform(
+            args.artifacts,
+            args.data,
+            args.output,
+            args.output_format,
+            beam_args,
+            overwrite=args.overwrite,
+            fmt=args.format,
+        )
+        print(
+            f"Transformed {result['rows']:,} rows into {len(result['files'])} "
+            f"file(s) in {os.path.abspath(args.output)} "
+            f"({result['seconds']:.1f} s)"
+        )
+    elif args.command == "export":
+        from tanhguard.pipeline.export import export
+        from tanhguard.pipeline.keras_attach import load_keras_model
+
+        model = load_keras_model(args.model) if args.model else None
+        path = export(args.artifacts, args.output, model, overwrite=args.overwrite)
+        print(f"SavedModel: {path}")
+        print("Signatures: serving_default (examples), transform_features")
+    elif args.command == "demo":
+        from tanhguard.pipeline.demo import demo_report, run_demo
+
+        print(demo_report(run_demo(args.output, rows=args.rows)))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Runs the command line; returns the exit status."""
+    """Runs the command line; returns the exit status.
+
+    Every `TanhguardError` becomes one line on stderr, `tanhguard: error:
+    ...`, and exit status 1; a usage error exits 2 (argparse).
+    """
     _quiet_tensorflow()
     args, beam_args = _parser().parse_known_args(argv)
     if args.command not in ("analyze", "run", "transform") and beam_args:
         _parser().error(f"unrecognized arguments: {' '.join(beam_args)}")
-    if beam_args and (
-        unknown := _unknown_beam_flags(beam_args, _command_flags(args.command))
-    ):
-        _parser().error(
-            "unrecognized arguments, neither tanhguard's nor Apache Beam's: "
-            + ", ".join(unknown)
-        )
-    from tanhguard.transforms.config import ConfigError, config_json_schema
+    if beam_args:
+        from tanhguard.pipeline.beam_flags import unknown_beam_flags
 
-    if args.command == "config-schema":
-        print(json.dumps(config_json_schema(), indent=2))
-        return EXIT_OK
-
-    from tanhguard.pipeline.artifacts import OutputExistsError
-    from tanhguard.pipeline.csv_reader import DataError
-    from tanhguard.pipeline.export import ExportError
-
+        unknown = unknown_beam_flags(beam_args, _command_flags(args.command))
+        if unknown:
+            _parser().error(
+                "unrecognized arguments, neither tanhguard's nor Apache Beam's: "
+                + ", ".join(unknown)
+            )
+    if getattr(args, "quiet", False):
+        configure_logging(logging.WARNING)
+    elif getattr(args, "verbose", False):
+        configure_logging(logging.DEBUG)
+    else:
+        configure_logging(logging.INFO)
     try:
-        if args.command in ("analyze", "run"):
-            from tanhguard.pipeline.analyze import run_analyze
-            from tanhguard.transforms.config import load_config
+        if args.command == "config-schema":
+            from tanhguard.transforms.config import config_json_schema
 
-            config = load_config(args.config)
-            stats = run_analyze(
-                config,
-                args.data,
-                args.output,
-                beam_args,
-                overwrite=args.overwrite,
-                fmt=args.format,
-                quiet=args.quiet,
-                rows_format=getattr(args, "output_format", None),
-            )
-            _print_summary(stats, args.output)
-        elif args.command == "transform":
-            from tanhguard.pipeline.transform_job import run_transform
-
-            result = run_transform(
-                args.artifacts,
-                args.data,
-                args.output,
-                args.output_format,
-                beam_args,
-                overwrite=args.overwrite,
-                fmt=args.format,
-                quiet=args.quiet,
-            )
-            print(
-                f"Transformed {result['rows']:,} rows into {len(result['files'])} "
-                f"file(s) in {os.path.abspath(args.output)} "
-                f"({result['seconds']:.1f} s)"
-            )
-        elif args.command == "export":
-            from tanhguard.pipeline.export import export, load_keras_model
-
-            model = load_keras_model(args.model) if args.model else None
-            path = export(args.artifacts, args.output, model, overwrite=args.overwrite)
-            print(f"SavedModel: {path}")
-            print("Signatures: serving_default (examples), transform_features")
-        elif args.command == "demo":
-            from tanhguard.pipeline.demo import run_demo
-
-            run_demo(args.output, rows=args.rows)
-    except (ConfigError, DataError, ExportError, OutputExistsError) as error:
+            print(json.dumps(config_json_schema(), indent=2))
+        else:
+            _run(args, beam_args)
+    except TanhguardError as error:
         print(f"tanhguard: error: {error}", file=sys.stderr)
         return EXIT_ERROR
     return EXIT_OK

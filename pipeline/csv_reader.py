@@ -1,23 +1,26 @@
-"""Reading CSV files into Arrow record batches in the layout TFT consumes.
+"""Reading CSV files into record batches (`batch_layout`).
 
-Each configured feature becomes a `list<float32>` (or `list<int64>`) column: a
-row holds one value for a scalar, d values for a vector `[d]`, and no value
-when the cell is empty (missing). Only configured columns are read.
+The first row is a header; a scalar `x` is column `x`, a vector `[d]` the
+columns `x_0` ... `x_{d-1}`. A cell is a number, `nan`, `inf`, `-inf`, or
+empty (missing). Only configured columns are read.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import tensorflow as tf
-from tensorflow_metadata.proto.v0 import schema_pb2
-from tfx_bsl.tfxio import tensor_adapter
 
+from tanhguard.errors import DataError
+from tanhguard.pipeline.batch_layout import (
+    arrow_schema,
+    arrow_value_type,
+    feature_column,
+)
 from tanhguard.transforms.config import Config
 
 # Arrow's CSV block size: each block becomes one record batch (one TFT batch).
@@ -30,63 +33,6 @@ _CELL_RULE = (
     " (cells must be numbers, `nan`, `inf`, `-inf` or empty; rows are numbered "
     "from 1 after the header)"
 )
-
-
-class DataError(ValueError):
-    """Input data that cannot be read; the message names the file and row."""
-
-
-def _arrow_value_type(dtype: str) -> pa.DataType:
-    return pa.int64() if dtype == "int" else pa.float32()
-
-
-def arrow_schema(config: Config) -> pa.Schema:
-    """The record batch schema: one list column per configured feature."""
-    return pa.schema(
-        [
-            pa.field(name, pa.list_(_arrow_value_type(feature.dtype)))
-            for name, feature in config.features.items()
-        ]
-    )
-
-
-def raw_feature_spec(config: Config) -> dict[str, tf.io.VarLenFeature]:
-    """The raw features as `tf.Example` parsing specs: a `VarLenFeature` each
-    (float32, or int64 for `dtype: int`), so an absent value stays missing."""
-    return {
-        name: tf.io.VarLenFeature(tf.int64 if feature.dtype == "int" else tf.float32)
-        for name, feature in config.features.items()
-    }
-
-
-def tensor_adapter_config(config: Config) -> tensor_adapter.TensorAdapterConfig:
-    """How TFT turns the record batches into tensors: a `SparseTensor` each.
-
-    The same representation a `tf.io.VarLenFeature` gives when parsing
-    `tf.Example`s, so missing values stay distinguishable from NaN.
-    """
-    representations = {
-        name: schema_pb2.TensorRepresentation(
-            varlen_sparse_tensor=schema_pb2.TensorRepresentation.VarLenSparseTensor(
-                column_name=name
-            )
-        )
-        for name in config.features
-    }
-    return tensor_adapter.TensorAdapterConfig(arrow_schema(config), representations)
-
-
-def expand_pattern(pattern: str) -> list[str]:
-    """The files a glob matches, sorted.
-
-    Raises:
-      DataError: Nothing matches.
-    """
-    files = sorted(tf.io.gfile.glob(pattern))
-    files = [path for path in files if not tf.io.gfile.isdir(path)]
-    if not files:
-        raise DataError(f"{pattern}: no file matches this path or glob")
-    return files
 
 
 def check_header(path: str, config: Config) -> bool:
@@ -125,46 +71,6 @@ def check_header(path: str, config: Config) -> bool:
     return bool(second.strip())
 
 
-def _column_values(array: pa.Array, dtype: str) -> tuple[np.ndarray, np.ndarray]:
-    """A column's values (NaN or 0 where empty) and its validity mask."""
-    valid = np.asarray(array.is_valid(), dtype=bool)
-    if dtype == "int":
-        values = np.asarray(array.fill_null(0), dtype=np.int64)
-    else:
-        values = np.asarray(array.fill_null(np.nan), dtype=np.float32)
-    return values, valid
-
-
-def _feature_column(
-    path: str,
-    name: str,
-    columns: Sequence[str],
-    arrays: Sequence[pa.Array],
-    dtype: str,
-    first_row: int,
-) -> pa.ListArray:
-    """Builds the `list<...>` column of one feature for a block of rows."""
-    parts = [_column_values(array, dtype) for array in arrays]
-    values = np.stack([p[0] for p in parts], axis=1)
-    valid = np.stack([p[1] for p in parts], axis=1)
-    present = valid.any(axis=1)
-    partial = present & ~valid.all(axis=1)
-    # A float vector with some empty cells: those elements are NaN.
-    if partial.any() and dtype == "int":
-        row = first_row + int(np.argmax(partial))
-        raise DataError(
-            f"{path}: row {row}: feature `{name}`: some of its columns "
-            f"{list(columns)} are empty and some are not; an integer vector "
-            "must be complete or entirely empty"
-        )
-    kept = values[present].reshape(-1)
-    offsets = np.zeros(len(present) + 1, dtype=np.int32)
-    np.cumsum(present * len(columns), out=offsets[1:])
-    return pa.ListArray.from_arrays(
-        pa.array(offsets), pa.array(kept, type=_arrow_value_type(dtype))
-    )
-
-
 def read_csv_batches(
     path: str, config: Config, block_size: int = DEFAULT_BLOCK_SIZE
 ) -> Iterator[pa.RecordBatch]:
@@ -178,7 +84,7 @@ def read_csv_batches(
     """
     columns = {name: config.csv_columns(name) for name in config.features}
     column_types = {
-        column: _arrow_value_type(config.features[name].dtype)
+        column: arrow_value_type(config.features[name].dtype)
         for name, names in columns.items()
         for column in names
     }
@@ -197,7 +103,7 @@ def read_csv_batches(
         first_row = 1  # data rows are numbered from 1, the header is row 0
         for batch in reader:
             arrays = [
-                _feature_column(
+                feature_column(
                     path,
                     name,
                     names,

@@ -2,27 +2,25 @@
 
 from __future__ import annotations
 
-import importlib.util
+import logging
 import shutil
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 from tanhguard.transforms.config import Config, parse_config
 
 DEMO_SEED = 20261129
 
+logger = logging.getLogger(__name__)
+
 
 def demo_config() -> Config:
     """The demo's config, shipped as configs/demo.yaml."""
-    import yaml
-
-    # `tanhguard.configs` is a data-only namespace package; editable installs
-    # list a path hook beside the folder, so take the first real directory.
-    spec = importlib.util.find_spec("tanhguard.configs")
-    folders = [Path(p) for p in spec.submodule_search_locations if Path(p).is_dir()]
-    text = (folders[0] / "demo.yaml").read_text(encoding="utf-8")
+    text = (resources.files("tanhguard.configs") / "demo.yaml").read_text("utf-8")
     return parse_config(yaml.safe_load(text))
 
 
@@ -126,12 +124,13 @@ def compare_tanh(raw: np.ndarray, transformed: np.ndarray) -> dict[str, Any]:
 
 def transform_columns(artifacts: Path, csv_path: Path, config: Config) -> np.ndarray:
     """Applies the saved TFT graph to the CSV rows; returns the model matrix
-    (`tanhguard.pipeline.export.model_matrix`)."""
+    (`tanhguard.pipeline.serving.model_matrix`)."""
     import tensorflow_transform as tft
     from tfx_bsl.tfxio import tensor_adapter
 
-    from tanhguard.pipeline.csv_reader import read_csv_batches, tensor_adapter_config
-    from tanhguard.pipeline.export import model_matrix
+    from tanhguard.pipeline.batch_layout import tensor_adapter_config
+    from tanhguard.pipeline.csv_reader import read_csv_batches
+    from tanhguard.pipeline.serving import model_matrix
 
     adapter = tensor_adapter.TensorAdapter(tensor_adapter_config(config))
     output = tft.TFTransformOutput(str(artifacts))
@@ -145,9 +144,13 @@ def transform_columns(artifacts: Path, csv_path: Path, config: Config) -> np.nda
 
 
 def run_demo(output: str | Path, rows: int = 20_000) -> dict[str, Any]:
-    """Generates the data, analyzes it, and prints the problem and the cure."""
+    """Generates the data, analyzes it, and compares tanh on raw and
+    transformed inputs; `demo_report` turns the result into text.
+
+    Returns:
+      `{"stats", "comparison", "artifacts", "data", "rows", "output_bound"}`.
+    """
     from tanhguard.pipeline.analyze import run_analyze
-    from tanhguard.pipeline.report import summary_table
 
     output = Path(output).absolute()
     if output.exists():
@@ -157,26 +160,45 @@ def run_demo(output: str | Path, rows: int = 20_000) -> dict[str, Any]:
     columns = generate_demo_rows(rows)
     csv_path = output / "data" / "demo.csv"
     write_demo_csv(csv_path, columns, DEMO_SEED)
-    print(f"Generated {rows:,} rows: {csv_path}")
+    logger.info("generated %s rows: %s", f"{rows:,}", csv_path)
     artifacts = output / "artifacts"
     stats = run_analyze(config, str(csv_path), artifacts)
-    print(summary_table(stats))
     raw = raw_matrix(columns, config)
     transformed = transform_columns(artifacts, csv_path, config)
-    result = compare_tanh(raw, transformed)
-    print(
-        "\nA dense layer with tanh written as (e^x - e^-x)/(e^x + e^-x), float32:\n"
-        f"  raw inputs:         {result['raw_nan_rows']:,} of {rows:,} rows give NaN "
-        f"({result['raw_nan_input_rows']:,} rows hold NaN inputs; the rest "
-        "overflow e^x)\n"
-        f"  tanhguard outputs:  {result['transformed_nan_rows']:,} of {rows:,} rows "
-        f"give NaN; every input is finite and within +-"
-        f"{config.defaults.output_bound:g}\n"
-        "  tf.tanh saturated (exactly +-1, zero gradient): "
-        f"{result['raw_saturated_fraction']:.1%} of units on raw inputs, "
-        f"{result['transformed_saturated_fraction']:.1%} on tanhguard outputs"
+    return {
+        "stats": stats,
+        "comparison": compare_tanh(raw, transformed),
+        "artifacts": str(artifacts),
+        "data": str(csv_path),
+        "rows": rows,
+        "output_bound": config.defaults.output_bound,
+    }
+
+
+def demo_report(result: dict[str, Any]) -> str:
+    """What `tanhguard demo` prints: the statistics, then the problem and the
+    cure."""
+    from tanhguard.pipeline.report import summary_table
+
+    comparison, rows = result["comparison"], result["rows"]
+    return "\n".join(
+        [
+            f"Generated {rows:,} rows: {result['data']}",
+            summary_table(result["stats"]),
+            "",
+            "A dense layer with tanh written as (e^x - e^-x)/(e^x + e^-x), float32:",
+            f"  raw inputs:         {comparison['raw_nan_rows']:,} of {rows:,} rows "
+            f"give NaN ({comparison['raw_nan_input_rows']:,} rows hold NaN inputs; "
+            "the rest overflow e^x)",
+            f"  tanhguard outputs:  {comparison['transformed_nan_rows']:,} of "
+            f"{rows:,} rows give NaN; every input is finite and within +-"
+            f"{result['output_bound']:g}",
+            "  tf.tanh saturated (exactly +-1, zero gradient): "
+            f"{comparison['raw_saturated_fraction']:.1%} of units on raw inputs, "
+            f"{comparison['transformed_saturated_fraction']:.1%} on tanhguard "
+            "outputs",
+            "",
+            f"Artifacts: {result['artifacts']}  (stats.json, transform_fn/, "
+            "transformed_metadata/)",
+        ]
     )
-    print(
-        f"\nArtifacts: {artifacts}  (stats.json, transform_fn/, transformed_metadata/)"
-    )
-    return {"stats": stats, "comparison": result, "artifacts": str(artifacts)}

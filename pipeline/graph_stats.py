@@ -1,6 +1,6 @@
 """Statistics read back from a saved transform graph.
 
-The last analysis phase's output, the statistics vector, is an analyzer output:
+The fit phase's output, the statistics vector, is an analyzer output:
 TFT bakes it into the saved `transform_fn` as a captured constant named
 `tanhguard_stats_vector`. Reading it back gives stats.json's numbers from the
 graph alone: the batch job does this instead of passing files between workers,
@@ -16,15 +16,13 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from tanhguard.errors import ArtifactsError
+from tanhguard.pipeline.stats_json import unpack_stats_vector
 from tanhguard.transforms.config import Config, parse_config
-from tanhguard.transforms.preprocessing import (
-    CONFIG_NAME,
-    STATS_VECTOR_NAME,
-    unpack_stats_vector,
-)
+from tanhguard.transforms.preprocessing import CONFIG_NAME, STATS_VECTOR_NAME
 
 
-class GraphStatsError(ValueError):
+class GraphStatsError(ArtifactsError):
     """A transform graph without tanhguard's statistics."""
 
 

@@ -9,6 +9,7 @@ not at all.
 
 from __future__ import annotations
 
+import logging
 import posixpath
 import time
 from collections.abc import Iterator, Sequence
@@ -23,11 +24,9 @@ import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from tanhguard.pipeline.artifacts import atomic_output_dir
-from tanhguard.pipeline.csv_reader import tensor_adapter_config
-from tanhguard.pipeline.export import load_artifacts_config, model_matrix_names
+from tanhguard.pipeline.artifacts import atomic_output_dir, load_artifacts_config
+from tanhguard.pipeline.batch_layout import tensor_adapter_config
 from tanhguard.pipeline.formats import FORMATS
-from tanhguard.pipeline.progress import say
 from tanhguard.pipeline.readers import ReadRecordBatches, resolve_inputs
 from tanhguard.pipeline.workdir import (
     SCRATCH,
@@ -38,11 +37,13 @@ from tanhguard.pipeline.workdir import (
 )
 from tanhguard.transforms.config import Config
 
+logger = logging.getLogger(__name__)
+
 
 def output_schema(config: Config) -> pa.Schema:
     """float32 columns; a vector feature is a list of d float32."""
     fields = []
-    for name in model_matrix_names(config):
+    for name in config.model_matrix_names():
         feature = config.features[name.split("__")[0]]
         kind = pa.list_(pa.float32()) if feature.is_vector else pa.float32()
         fields.append(pa.field(name, kind))
@@ -150,7 +151,6 @@ def run_transform(
     beam_args: Sequence[str] = (),
     overwrite: bool = False,
     fmt: str | None = None,
-    quiet: bool = True,
 ) -> dict[str, Any]:
     """Transforms the rows of `data` with the graph in `artifacts`.
 
@@ -168,7 +168,7 @@ def run_transform(
     started = time.monotonic()
     config = load_artifacts_config(artifacts)
     files, fmt, _ = resolve_inputs(data, config, fmt)
-    say(f"transforming {len(files)} {fmt} file(s) matching {data}", quiet)
+    logger.info("transforming %d %s file(s) matching %s", len(files), fmt, data)
     with atomic_output_dir(output, overwrite=overwrite) as staging:
         options = PipelineOptions(list(beam_args))
         with work_dir(options, staging) as work:
@@ -190,9 +190,7 @@ def run_transform(
                 beam.Pipeline(options=options) as pipeline,
                 tft_beam.Context(temp_dir=scratch),
             ):
-                batches = pipeline | "Read" >> ReadRecordBatches(
-                    files, config, fmt, quiet
-                )
+                batches = pipeline | "Read" >> ReadRecordBatches(files, config, fmt)
                 transform_fn = pipeline | "ReadTransformFn" >> (
                     tft_beam.ReadTransformFn(graph)
                 )
@@ -207,8 +205,14 @@ def run_transform(
         written = sorted(p for p in staging.iterdir() if p.name.startswith("part"))
         names = [str(Path(output).absolute() / p.name) for p in written]
     seconds = time.monotonic() - started
-    say(f"wrote {rows:,} rows in {len(names)} file(s) in {seconds:.1f} s", quiet)
+    logger.info(
+        "wrote %s rows in %d file(s) in %.1f s", f"{rows:,}", len(names), seconds
+    )
     return {"rows": rows, "files": names, "seconds": seconds}
+
+
+transform = run_transform
+"""`tanhguard transform` as a function (the public name of `run_transform`)."""
 
 
 def _write(flat, prefix: str, output_format: str, schema: pa.Schema, config: Config):

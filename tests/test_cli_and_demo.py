@@ -7,14 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tanhguard.pipeline.cli import (
-    EXIT_ERROR,
-    EXIT_OK,
-    _beam_parser,
-    _command_flags,
-    main,
-)
-from tanhguard.pipeline.demo import run_demo
+from tanhguard.pipeline.beam_flags import beam_parser
+from tanhguard.pipeline.cli import EXIT_ERROR, EXIT_OK, _command_flags, main
+from tanhguard.pipeline.demo import demo_report, run_demo
 
 README = Path(__file__).parent.parent / "README.md"
 
@@ -76,7 +71,7 @@ def test_config_schema_command_prints_json(capsys):
     assert json.loads(capsys.readouterr().out)["required"] == ["features"]
 
 
-def test_demo_shows_nan_on_raw_rows_and_none_after_transform(tmp_path, capsys):
+def test_demo_shows_nan_on_raw_rows_and_none_after_transform(tmp_path):
     result = run_demo(tmp_path / "demo", rows=4000)
     comparison = result["comparison"]
     assert comparison["raw_nan_rows"] > comparison["raw_nan_input_rows"] > 0
@@ -85,7 +80,7 @@ def test_demo_shows_nan_on_raw_rows_and_none_after_transform(tmp_path, capsys):
     stats = result["stats"]
     assert stats["features"]["constant"]["constant"] is True
     assert stats["features"]["sensor"]["pos_inf"] > 0
-    assert "tanhguard outputs:  0 of 4,000 rows give NaN" in capsys.readouterr().out
+    assert "tanhguard outputs:  0 of 4,000 rows give NaN" in demo_report(result)
 
 
 def test_a_flag_neither_tanhguard_nor_beam_takes_is_an_error(tmp_path, capsys):
@@ -112,6 +107,6 @@ def test_every_runner_flag_the_readme_names_is_a_beam_flag():
     flags = set(re.findall(r"--[a-z_]+", section)) - set(_command_flags("analyze"))
     assert {"--runner", "--temp_location", "--flink_master"} <= flags
     assert {"--spark_master_url", "--direct_num_workers", "--setup_file"} <= flags
-    parser = _beam_parser()
+    parser = beam_parser()
     beam = {flag for action in parser._actions for flag in action.option_strings}
     assert flags - beam == set()

@@ -7,8 +7,8 @@ from graph_oracle import apply_graph, element, expected_output
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tanhguard.errors import DataError
 from tanhguard.pipeline.analyze import run_analyze
-from tanhguard.pipeline.csv_reader import DataError
 from tanhguard.transforms.config import parse_config
 from tanhguard.transforms.mappers import guard
 

@@ -11,9 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 import tensorflow as tf
 
-from tanhguard.pipeline import readers
+from tanhguard.errors import DataError
+from tanhguard.pipeline import tfrecord_reader
 from tanhguard.pipeline.analyze import run_analyze
-from tanhguard.pipeline.csv_reader import DataError
 from tanhguard.pipeline.readers import detect_format
 from tanhguard.transforms.config import parse_config
 
@@ -249,9 +249,9 @@ def test_gunzipped_size_counts_every_member_in_bounded_steps(tmp_path):
     parts = [bytes(3 << 20), b"tail" * 1000]
     path = tmp_path / "two.gz"
     path.write_bytes(b"".join(gzip.compress(part) for part in parts))
-    assert readers._gunzipped_size(str(path)) == (sum(map(len, parts)), True)
+    assert tfrecord_reader._gunzipped_size(str(path)) == (sum(map(len, parts)), True)
     path.write_bytes(path.read_bytes()[:-30])
-    assert readers._gunzipped_size(str(path))[1] is False
+    assert tfrecord_reader._gunzipped_size(str(path))[1] is False
 
 
 def test_tfrecord_vector_of_the_wrong_length_names_record_and_feature(tmp_path):

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from sklearn.preprocessing import RobustScaler
 
 from tanhguard.pipeline.analyze import run_analyze
-from tanhguard.transforms.analyzers import quantile_epsilon
 from tanhguard.transforms.config import parse_config
+from tanhguard.transforms.statistics import quantile_epsilon
 
 ROWS = 2000
 CLIPS = {
@@ -399,12 +399,8 @@ def test_both_phases_inside_tft_give_the_statistics_of_the_two_pass_job(run, tmp
     from tanhguard.pipeline.analyze import AnalyzeFeatures
     from tanhguard.pipeline.graph_stats import read_graph_stats
     from tanhguard.pipeline.readers import ReadRecordBatches
-    from tanhguard.transforms.fitting import (
-        FIT_FIELDS,
-        PHASE0_FIELDS,
-        field_slice,
-        plan_slots,
-    )
+    from tanhguard.transforms.layout import FIT_FIELDS, PHASE0_FIELDS, field_slice
+    from tanhguard.transforms.slots import plan_slots
 
     config = run["config"]
     with beam.Pipeline() as pipeline, tft_beam.Context(temp_dir=str(tmp_path)):

@@ -1,83 +1,63 @@
-"""First-phase statistics of the features, as numpy arrays.
+"""The two analysis phases as TFT analyzers (`ptransform_analyzer`s).
 
-All statistics are per column (one column per set of statistics: per element
-of an elementwise vector, or one column holding every element of a shared
-one) and are taken over finite values only; missing, NaN, +Inf and -Inf values
-are counted. The Beam analyzer that computes them over a dataset is
-`tanhguard.pipeline.statistics`; this module holds their layout and the
-quantile grid.
+Each wraps the Beam transform of its phase, so the same code runs in the
+batch job, inside TFX's Transform component, and on any Beam runner. Their
+outputs become constants of the saved graph.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Iterable
-
 import numpy as np
+import tensorflow as tf
+import tensorflow_transform as tft
 
-# Grid resolutions tried for quantiles, finest last. A probability must fall on
-# the grid; config validation allows multiples of 1e-4.
-_QUANTILE_GRIDS = (1_000, 10_000)
+from tanhguard.transforms.config import Config
+from tanhguard.transforms.first_phase import FirstPhase
+from tanhguard.transforms.fit_phase import FitPhase
+from tanhguard.transforms.layout import phase0_length, stats_vector_length
+from tanhguard.transforms.slots import Slot, total_slots
 
 
-def quantile_grid(probabilities: Iterable[float]) -> int:
-    """The coarsest grid `N` on which every probability is `k / N`.
+def first_phase_analyzer(x: tf.Tensor, missing: tf.Tensor, config: Config) -> tf.Tensor:
+    """The first phase: the float64 parameters vector.
 
-    Raises:
-      ValueError: A probability is not a multiple of 1 / 10,000.
+    Args:
+      x: float32 `[batch, D]`, every feature's elements side by side, NaN
+        where missing.
+      missing: bool `[batch, D]`.
+      config: The validated config.
     """
-    probabilities = list(probabilities)
-    for grid in _QUANTILE_GRIDS:
-        if all(abs(p * grid - round(p * grid)) < 1e-6 for p in probabilities):
-            return grid
-    raise ValueError(
-        f"quantile probabilities must be multiples of 0.0001. Received: {probabilities}"
+    (vector,) = tft.experimental.ptransform_analyzer(
+        [x, missing],
+        FirstPhase(config),
+        output_dtypes=[tf.float64],
+        output_shapes=[[phase0_length(total_slots(config))]],
+        name="tanhguard_first_phase",
     )
+    return vector
 
 
-def quantile_epsilon(grid: int) -> float:
-    """The sketch's rank error for a grid: a tenth of one grid step."""
-    return 0.1 / grid
+def fit_phase_analyzer(
+    x: tf.Tensor,
+    parameters: tf.Tensor,
+    slots: list[Slot],
+    mads: np.ndarray | None = None,
+) -> tf.Tensor:
+    """The fit phase: the float64 statistics vector (parameters, then
+    `FIT_FIELDS`). `mads`, when known (see `fit_phase.MadCombineFn`), saves
+    the analyzer its own MAD pass.
 
-
-@dataclasses.dataclass(frozen=True)
-class FeatureStatistics:
-    """First-phase statistics of `s` columns; numpy `[s]` each.
-
-    Attributes:
-      count: finite values. missing / nan / pos_inf / neg_inf: the others.
-      mean, std: over finite values, float64. min, max: over finite values.
-      boundaries: `[s, grid - 1]` quantile boundaries; column `k - 1` is the
-        quantile at probability `k / grid`.
-      grid: the quantile grid.
+    Args:
+      x: float64 `[batch, D]`, after the inf policy (NaN for missing values).
+      parameters: The first phase's vector.
+      slots: `plan_slots(config)`.
+      mads: Optional MAD per slot (NaN where the clip is not `mad`).
     """
-
-    count: np.ndarray
-    missing: np.ndarray
-    nan: np.ndarray
-    pos_inf: np.ndarray
-    neg_inf: np.ndarray
-    mean: np.ndarray
-    std: np.ndarray
-    min: np.ndarray
-    max: np.ndarray
-    boundaries: np.ndarray
-    grid: int
-
-    def columns(self, start: int, stop: int) -> FeatureStatistics:
-        """The statistics of columns `start` to `stop - 1`."""
-        sliced = {
-            field.name: getattr(self, field.name)[start:stop]
-            for field in dataclasses.fields(self)
-            if field.name != "grid"
-        }
-        return FeatureStatistics(**sliced, grid=self.grid)
-
-    def quantile(self, probability: float) -> np.ndarray:
-        """The `[s]` quantile at `probability` (0 is the min, 1 the max)."""
-        if probability <= 0.0:
-            return self.min
-        if probability >= 1.0:
-            return self.max
-        index = int(np.round(probability * self.grid)) - 1
-        return self.boundaries[:, index]
+    (vector,) = tft.experimental.ptransform_analyzer(
+        [x, tf.reshape(parameters, [1, -1])],
+        FitPhase(slots, mads),
+        output_dtypes=[tf.float64],
+        output_shapes=[[stats_vector_length(len(slots))]],
+        name="tanhguard_fit_scale",
+    )
+    return vector

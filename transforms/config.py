@@ -28,220 +28,44 @@ from pydantic import (
     model_validator,
 )
 
-# Probabilities reported in stats.json for every feature.
-REPORTED_QUANTILES = (0.001, 0.01, 0.25, 0.5, 0.75, 0.99, 0.999)
+from tanhguard.errors import ConfigError
+from tanhguard.transforms.layout import REPORTED_QUANTILES
+from tanhguard.transforms.strategies import (
+    CLIP_STRATEGIES,
+    IMPUTE_STRATEGIES,
+    SCALE_STRATEGIES,
+    ClipStrategy,
+    ConstantImpute,
+    FixedClip,
+    ImputeStrategy,
+    IqrClip,
+    LogZScoreScale,
+    MadClip,
+    MeanImpute,
+    MedianImpute,
+    MinMaxClip,
+    MinMaxScale,
+    NoClip,
+    NoScale,
+    QuantileClip,
+    RobustScale,
+    ScaleStrategy,
+    SigmaClip,
+    ZeroImpute,
+    ZScoreScale,
+)
 
-_FEATURE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-class ConfigError(ValueError):
-    """A config that cannot be used; the message names the feature and field."""
+_FEATURE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _check_probability_pair(spec: Any) -> None:
-    """`lower` < `upper`, both probabilities on the 1e-4 quantile grid."""
-    for name in ("lower", "upper"):
-        value = getattr(spec, name)
-        if not 0.0 <= value <= 1.0:
-            raise ValueError(
-                f"`{name}` must be a probability in [0, 1]. Received: {value}"
-            )
-        if abs(value * 10_000 - round(value * 10_000)) > 1e-6:
-            raise ValueError(
-                f"`{name}` must be a multiple of 0.0001 (the quantile grid). "
-                f"Received: {value}"
-            )
-    if spec.lower >= spec.upper:
-        raise ValueError(
-            "`upper` must be greater than `lower`. "
-            f"Received: lower={spec.lower}, upper={spec.upper}"
-        )
-
-
-def _check_finite(name: str, value: float) -> None:
-    if not math.isfinite(value):
-        raise ValueError(f"`{name}` must be finite. Received: {value}")
-
-
-def _check_positive_k(value: float) -> float:
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"must be a finite number > 0. Received: {value}")
-    return value
-
-
-# --- impute -----------------------------------------------------------------
-
-
-class MedianImpute(_Strict):
-    """Missing and NaN values become the median of the finite training values."""
-
-    strategy: Literal["median"] = "median"
-
-
-class MeanImpute(_Strict):
-    """Missing and NaN values become the mean of the finite training values."""
-
-    strategy: Literal["mean"] = "mean"
-
-
-class ZeroImpute(_Strict):
-    """Missing and NaN values become 0."""
-
-    strategy: Literal["zero"] = "zero"
-
-
-class ConstantImpute(_Strict):
-    """Missing and NaN values become the given finite `value`."""
-
-    strategy: Literal["constant"] = "constant"
-    value: float
-
-    @model_validator(mode="after")
-    def _check_value(self) -> ConstantImpute:
-        _check_finite("value", self.value)
-        return self
-
-
-ImputeSpec = Annotated[
-    Union[MedianImpute, MeanImpute, ZeroImpute, ConstantImpute],
-    Field(discriminator="strategy"),
-]
-
-# --- clip -------------------------------------------------------------------
-
-
-class QuantileClip(_Strict):
-    """Clip to the `lower` and `upper` quantiles (probabilities) of the data."""
-
-    strategy: Literal["quantile"] = "quantile"
-    lower: float = 0.001
-    upper: float = 0.999
-
-    @model_validator(mode="after")
-    def _check_probabilities(self) -> QuantileClip:
-        _check_probability_pair(self)
-        return self
-
-
-class FixedClip(_Strict):
-    """Clip to the given `lower` and `upper` values."""
-
-    strategy: Literal["fixed"] = "fixed"
-    lower: float
-    upper: float
-
-    @model_validator(mode="after")
-    def _check_bounds(self) -> FixedClip:
-        _check_finite("lower", self.lower)
-        _check_finite("upper", self.upper)
-        if self.lower >= self.upper:
-            raise ValueError(
-                "`upper` must be greater than `lower`. "
-                f"Received: lower={self.lower}, upper={self.upper}"
-            )
-        return self
-
-
-class SigmaClip(_Strict):
-    """Clip to `mean +- k * std` (feature-engine's `gaussian` capping)."""
-
-    strategy: Literal["sigma"] = "sigma"
-    k: float = 3.0
-
-    _k = field_validator("k")(_check_positive_k)
-
-
-class IqrClip(_Strict):
-    """Clip to Tukey's fences `Q1 - k * IQR`, `Q3 + k * IQR`."""
-
-    strategy: Literal["iqr"] = "iqr"
-    k: float = 1.5
-
-    _k = field_validator("k")(_check_positive_k)
-
-
-class MadClip(_Strict):
-    """Clip to `median +- k * 1.4826 * MAD`, MAD = median(|x - median|).
-
-    1.4826 makes `1.4826 * MAD` estimate the std of normal data; the default
-    k = 3.5 is Iglewicz and Hoaglin's outlier threshold.
-    """
-
-    strategy: Literal["mad"] = "mad"
-    k: float = 3.5
-
-    _k = field_validator("k")(_check_positive_k)
-
-
-class MinMaxClip(_Strict):
-    """Clip to the training min and max: serving values stay in the seen range."""
-
-    strategy: Literal["minmax"] = "minmax"
-
-
-class NoClip(_Strict):
-    """No clip before scaling (only +-Inf meet the float32 range); the output
-    bound still holds."""
-
-    strategy: Literal["none"] = "none"
-
-
-ClipSpec = Annotated[
-    Union[QuantileClip, FixedClip, SigmaClip, IqrClip, MadClip, MinMaxClip, NoClip],
-    Field(discriminator="strategy"),
-]
-
-# --- scale ------------------------------------------------------------------
-
-
-class ZScoreScale(_Strict):
-    """Center on the mean and divide by the std of the clipped data."""
-
-    strategy: Literal["zscore"] = "zscore"
-
-
-class RobustScale(_Strict):
-    """Center on the median and divide by the `lower`..`upper` quantile range of
-    the clipped data (scikit-learn's `RobustScaler(quantile_range=(25, 75))` for
-    the defaults)."""
-
-    strategy: Literal["robust"] = "robust"
-    lower: float = 0.25
-    upper: float = 0.75
-
-    @model_validator(mode="after")
-    def _check_probabilities(self) -> RobustScale:
-        _check_probability_pair(self)
-        return self
-
-
-class MinMaxScale(_Strict):
-    """Map `[lower, upper]` (the clip bounds) onto `[-1, 1]`, tanh's range."""
-
-    strategy: Literal["minmax"] = "minmax"
-
-
-class LogZScoreScale(_Strict):
-    """`g(x) = sign(x) * log1p(|x|)`, then the zscore of `g` over the clipped
-    data: for positive heavy-tailed features (fares, counts, durations)."""
-
-    strategy: Literal["log_zscore"] = "log_zscore"
-
-
-class NoScale(_Strict):
-    """Center 0, scale 1: only the clip and the output bound apply."""
-
-    strategy: Literal["none"] = "none"
-
-
-ScaleSpec = Annotated[
-    Union[ZScoreScale, RobustScale, MinMaxScale, LogZScoreScale, NoScale],
-    Field(discriminator="strategy"),
-]
+# A strategy field takes any registered strategy, told apart by `strategy`.
+ImputeSpec = Annotated[Union[IMPUTE_STRATEGIES], Field(discriminator="strategy")]
+ClipSpec = Annotated[Union[CLIP_STRATEGIES], Field(discriminator="strategy")]
+ScaleSpec = Annotated[Union[SCALE_STRATEGIES], Field(discriminator="strategy")]
 
 InfPolicy = Literal["clip", "missing"]
 Indicator = Literal["missing", "clipped"]
@@ -361,6 +185,10 @@ class Config(_Strict):
         (`name__missing`, `name__clipped`) in the configured order."""
         return [name, *(f"{name}__{kind}" for kind in self.features[name].indicators)]
 
+    def model_matrix_names(self) -> list[str]:
+        """Every graph output, in the column order of the model matrix."""
+        return [output for name in self.features for output in self.output_names(name)]
+
 
 def _merge_feature(name: str, raw: Any, defaults: Defaults) -> dict[str, Any]:
     if raw is None:
@@ -440,7 +268,7 @@ def parse_config(data: Any) -> Config:
         )
     features = {}
     for name, raw in features_raw.items():
-        if not isinstance(name, str) or not _FEATURE_NAME.match(name):
+        if not isinstance(name, str) or not _FEATURE_NAME.fullmatch(name):
             raise ConfigError(
                 f"feature `{name}`: a name must be letters, digits and `_`, not "
                 f"starting with a digit. Received: {name!r}"
@@ -514,7 +342,7 @@ def config_json_schema() -> dict[str, Any]:
             "features": {
                 "type": "object",
                 "additionalProperties": feature_schema,
-                "propertyNames": {"pattern": _FEATURE_NAME.pattern},
+                "propertyNames": {"pattern": f"^{_FEATURE_NAME.pattern}$"},
                 "minProperties": 1,
             },
         },
@@ -524,9 +352,28 @@ def config_json_schema() -> dict[str, Any]:
 
 __all__ = [
     "REPORTED_QUANTILES",
+    "ClipStrategy",
     "Config",
     "ConfigError",
+    "ConstantImpute",
     "FeatureConfig",
+    "FixedClip",
+    "ImputeStrategy",
+    "IqrClip",
+    "LogZScoreScale",
+    "MadClip",
+    "MeanImpute",
+    "MedianImpute",
+    "MinMaxClip",
+    "MinMaxScale",
+    "NoClip",
+    "NoScale",
+    "QuantileClip",
+    "RobustScale",
+    "ScaleStrategy",
+    "SigmaClip",
+    "ZScoreScale",
+    "ZeroImpute",
     "config_json_schema",
     "load_config",
     "parse_config",

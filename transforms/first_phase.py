@@ -1,75 +1,73 @@
-"""The first analysis phase's parameters vector, from the statistics.
+"""The first analysis phase: counts, moments, min/max and quantiles.
 
-The first phase computes, per set of statistics, the counts, moments, min,
-max and quantiles of the finite values (`FeatureStatistics`), and from them
-each strategy's clip bounds and impute value (`tanhguard.transforms.bounds`).
-Everything is packed, field-major over the S slots, into the float64
-parameters vector (`PHASE0_FIELDS`, after the row count) that the last phase
-(`tanhguard.transforms.fitting`) and the graph read.
+Per slot, over the finite values (missing, NaN, +Inf and -Inf are counted),
+it computes `statistics.FeatureStatistics`, and from them each strategy's clip bounds
+and impute value. Everything is packed, field-major over the S slots, into
+the float64 *parameters* vector (`layout.PHASE0_FIELDS` after the row count)
+that the fit phase and the graph read.
 
-Features share one set of analyzers per statistics group (see
-`statistics_groups`); the Beam analyzer that runs them is
-`tanhguard.pipeline.statistics`.
+`FirstPhaseCombineFn` computes the vector from batches `[x, missing]` (every
+feature's elements side by side, see `tanhguard.pipeline.batch_layout`) in
+one `CombineGlobally`: each bundle accumulates its batches and the
+accumulators are merged once. It runs in two places:
+
+- inside TFT, as `FirstPhase` wrapped by `analyzers.first_phase_analyzer`,
+  when the preprocessing_fn analyzes both phases itself (TFX's Transform);
+- directly on Beam over the files, as the batch job's first pass
+  (`tanhguard.pipeline.analyze`), which then hands the vector to the graph as
+  constants, so none of its passes holds the dataset.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
+import apache_beam as beam
 import numpy as np
 
-from tanhguard.transforms.analyzers import FeatureStatistics, quantile_grid
-from tanhguard.transforms.bounds import clip_bounds, impute_value
-from tanhguard.transforms.config import (
-    REPORTED_QUANTILES,
-    Config,
-    FeatureConfig,
-    QuantileClip,
-    RobustScale,
-)
-from tanhguard.transforms.fitting import (
+from tanhguard.transforms.config import Config, FeatureConfig
+from tanhguard.transforms.layout import (
     COUNT_FIELDS,
     PHASE0_FIELDS,
     QUANTILE_FIELDS,
+    REPORTED_QUANTILES,
     phase0_length,
-    total_slots,
+)
+from tanhguard.transforms.moments import column_moments, merge_moments
+from tanhguard.transforms.quantile_summary import QuantilesCombineFn
+from tanhguard.transforms.slots import element_columns, total_slots
+from tanhguard.transforms.statistics import (
+    FeatureStatistics,
+    quantile_epsilon,
+    quantile_grid,
 )
 
 GroupKey = tuple[int, str | None]
 
 
-def _required_probabilities(feature: FeatureConfig) -> list[float]:
-    probabilities = list(REPORTED_QUANTILES)
-    if isinstance(feature.clip, QuantileClip):
-        probabilities += [feature.clip.lower, feature.clip.upper]
-    if isinstance(feature.scale, RobustScale):
-        probabilities += [feature.scale.lower, feature.scale.upper]
-    return probabilities
+def required_probabilities(feature: FeatureConfig) -> list[float]:
+    """The reported quantiles and those the feature's strategies need."""
+    return [
+        *REPORTED_QUANTILES,
+        *feature.impute.probabilities(),
+        *feature.clip.probabilities(),
+        *feature.scale.probabilities(),
+    ]
 
 
 def statistics_groups(config: Config) -> dict[GroupKey, list[str]]:
-    """Features whose statistics one set of analyzers computes side by side.
+    """Features whose statistics one set of summaries computes side by side.
 
     Keys are `(quantile grid, pooled feature or None)`. Scalars and elementwise
-    vectors with the same grid share one quantile sketch (a stream per
-    column); a shared vector pools its elements into one column, so it has its
-    own.
+    vectors with the same grid share one group (a summary per column); a
+    shared vector pools its elements into one column, so it has its own.
     """
     groups: dict[GroupKey, list[str]] = {}
     for name, feature in config.features.items():
-        grid = quantile_grid(_required_probabilities(feature))
+        grid = quantile_grid(required_probabilities(feature))
         pooled = None if feature.slots == feature.size else name
         groups.setdefault((grid, pooled), []).append(name)
     return groups
-
-
-def element_columns(config: Config) -> dict[str, np.ndarray]:
-    """Each feature's element columns in the side-by-side `[rows, D]` input."""
-    columns, start = {}, 0
-    for name, feature in config.features.items():
-        columns[name] = np.arange(start, start + feature.size)
-        start += feature.size
-    return columns
 
 
 def _phase0_fields(
@@ -77,31 +75,22 @@ def _phase0_fields(
 ) -> dict[str, np.ndarray]:
     """The `PHASE0_FIELDS` of one feature, `[slots]` each."""
     slots = feature.slots
-    lower, upper = clip_bounds(feature.clip, stats, slots)
-    if isinstance(feature.scale, RobustScale):
-        robust = [
-            stats.quantile(feature.scale.lower),
-            stats.quantile(feature.scale.upper),
-        ]
-    else:
+    lower, upper = feature.clip.bounds(stats, slots)
+    probabilities = feature.scale.range_probabilities()
+    if probabilities is None:
         robust = [np.zeros(slots), np.zeros(slots)]
+    else:
+        robust = [stats.quantile(p) for p in probabilities]
     return {
-        "count": stats.count,
-        "missing": stats.missing,
-        "nan": stats.nan,
-        "pos_inf": stats.pos_inf,
-        "neg_inf": stats.neg_inf,
-        "mean": stats.mean,
-        "std": stats.std,
-        "min": stats.min,
-        "max": stats.max,
+        **{field: getattr(stats, field) for field in COUNT_FIELDS},
+        **{field: getattr(stats, field) for field in ("mean", "std", "min", "max")},
         **{
             field: stats.quantile(p)
             for field, p in zip(QUANTILE_FIELDS, REPORTED_QUANTILES, strict=True)
         },
         "phase0_lower": lower,
         "phase0_upper": upper,
-        "impute_value": impute_value(feature.impute, stats, slots),
+        "impute_value": feature.impute.impute_value(stats, slots),
         "robust_lower": robust[0],
         "robust_upper": robust[1],
     }
@@ -138,3 +127,121 @@ def parameters(
     vector = np.concatenate(packed)
     assert vector.shape == (phase0_length(total_slots(config)),), vector.shape
     return vector
+
+
+class _GroupAccumulator:
+    """Counts, moments, min/max and the quantile summaries of one group."""
+
+    def __init__(self, columns: int, quantiles):
+        self.counts = np.zeros((5, columns), np.int64)
+        self.moments = None
+        self.min = np.full(columns, np.inf, np.float32)
+        self.max = np.full(columns, -np.inf, np.float32)
+        self.quantiles = quantiles
+
+
+class FirstPhaseCombineFn(beam.CombineFn):
+    """Batches `[x, missing]` -> the float64 parameters vector.
+
+    `x` is float32 `[rows, D]`, every feature's elements side by side in
+    config order, NaN where a value is missing; `missing` is its bool mask.
+    """
+
+    def __init__(self, config: Config):
+        self._config = config
+        columns = element_columns(config)
+        self._groups: list[tuple[GroupKey, np.ndarray, bool]] = []
+        self._quantiles: list[QuantilesCombineFn] = []
+        for key, names in statistics_groups(config).items():
+            grid, pooled = key
+            selected = np.concatenate([columns[name] for name in names])
+            width = 1 if pooled is not None else len(selected)
+            self._groups.append((key, selected, pooled is not None))
+            self._quantiles.append(
+                QuantilesCombineFn(width, grid, quantile_epsilon(grid))
+            )
+
+    def create_accumulator(self) -> list[_GroupAccumulator]:
+        return [
+            _GroupAccumulator(quantiles.columns, quantiles.create_accumulator())
+            for quantiles in self._quantiles
+        ]
+
+    def add_input(self, accumulator, batch):
+        x_all = np.asarray(batch[0], dtype=np.float32)
+        missing_all = np.asarray(batch[1], dtype=bool)
+        for group, (_, columns, pooled), quantiles in zip(
+            accumulator, self._groups, self._quantiles, strict=True
+        ):
+            x, missing = x_all[:, columns], missing_all[:, columns]
+            if pooled:
+                x, missing = x.reshape(-1, 1), missing.reshape(-1, 1)
+            finite = np.isfinite(x)
+            is_nan = np.isnan(x)
+            group.counts += np.stack(
+                [
+                    finite.sum(axis=0),
+                    missing.sum(axis=0),
+                    (is_nan & ~missing).sum(axis=0),
+                    (x == np.inf).sum(axis=0),
+                    (x == -np.inf).sum(axis=0),
+                ]
+            )
+            group.moments = merge_moments(group.moments, column_moments(x))
+            if x.shape[0]:
+                group.min = np.minimum(group.min, np.where(finite, x, np.inf).min(0))
+                group.max = np.maximum(group.max, np.where(finite, x, -np.inf).max(0))
+            group.quantiles = quantiles.add_input(group.quantiles, [x])
+        return accumulator
+
+    def merge_accumulators(self, accumulators):
+        accumulators = iter(accumulators)
+        merged = next(accumulators)
+        for other in accumulators:
+            for into, group, quantiles in zip(
+                merged, other, self._quantiles, strict=True
+            ):
+                into.counts += group.counts
+                into.moments = merge_moments(into.moments, group.moments)
+                into.min = np.minimum(into.min, group.min)
+                into.max = np.maximum(into.max, group.max)
+                into.quantiles = quantiles.merge_accumulators(
+                    [into.quantiles, group.quantiles]
+                )
+        return merged
+
+    def extract_output(self, accumulator) -> np.ndarray:
+        group_stats = {}
+        for group, (key, _, _), quantiles in zip(
+            accumulator, self._groups, self._quantiles, strict=True
+        ):
+            width = quantiles.columns
+            if group.moments is None:
+                mean, std = np.zeros(width), np.zeros(width)
+            else:
+                mean, std = group.moments.mean, group.moments.std
+            counts = group.counts.astype(np.float64)
+            group_stats[key] = FeatureStatistics(
+                *counts,
+                mean=mean,
+                std=std,
+                min=group.min,
+                max=group.max,
+                boundaries=quantiles.extract_output(group.quantiles),
+                grid=key[0],
+            )
+        return parameters(self._config, group_stats)
+
+
+class FirstPhase(beam.PTransform):
+    """Batches `[x, missing]` -> one parameters vector."""
+
+    def __init__(self, config: Config):
+        super().__init__()
+        self._config = config
+
+    def expand(self, batches: beam.PCollection) -> list[beam.PCollection]:
+        return [
+            batches
+            | "Statistics" >> beam.CombineGlobally(FirstPhaseCombineFn(self._config))
+        ]

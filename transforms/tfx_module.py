@@ -29,7 +29,8 @@ from typing import Any
 import tensorflow as tf
 import yaml
 
-from tanhguard.transforms.config import Config, ConfigError, parse_config
+from tanhguard.errors import ConfigError
+from tanhguard.transforms.config import Config, parse_config
 from tanhguard.transforms.preprocessing import build_preprocessing_fn
 
 _KEYS = ("config", "config_path", "passthrough")

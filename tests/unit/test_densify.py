@@ -5,9 +5,9 @@ import numpy as np
 import pyarrow as pa
 import tensorflow as tf
 
-from tanhguard.pipeline.statistics import dense_batch
+from tanhguard.pipeline.batch_layout import dense_batch
 from tanhguard.transforms.config import parse_config
-from tanhguard.transforms.nonfinite import densify
+from tanhguard.transforms.mappers import densify
 
 
 def test_dense_batch_equals_the_graph_densify_on_sparse_inputs():

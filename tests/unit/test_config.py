@@ -217,7 +217,7 @@ def test_load_config_errors_name_the_file(tmp_path):
         load_config(bad)
 
 
-CONFIGS = Path(__file__).parent.parent / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.yaml")))

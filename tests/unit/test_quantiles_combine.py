@@ -4,7 +4,7 @@ import pickle
 
 import numpy as np
 
-from tanhguard.pipeline.quantiles import QuantilesCombineFn
+from tanhguard.transforms.quantile_summary import QuantilesCombineFn
 
 GRID = 100
 EPSILON = 1e-3

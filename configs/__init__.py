@@ -1,0 +1,2 @@
+"""The shipped YAML configs (package data): demo.yaml, example.yaml,
+strategies.yaml."""

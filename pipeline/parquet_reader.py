@@ -1,0 +1,114 @@
+"""Reading Parquet files into record batches.
+
+A scalar is a numeric column `x` (null: missing); a vector is a list column
+`x` or the columns `x_0` ... `x_{d-1}`. An `int` feature needs an integer
+column. Only the configured columns are read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tanhguard.errors import DataError
+from tanhguard.pipeline.batch_layout import (
+    arrow_schema,
+    arrow_value_type,
+    conform,
+    feature_column,
+)
+from tanhguard.transforms.config import Config
+
+PARQUET_BATCH = 65536
+
+
+def _parquet_plan(path: str, schema: pa.Schema, config: Config) -> dict:
+    """Per feature: the Parquet column(s) and whether it is a list column."""
+    plan = {}
+    names = set(schema.names)
+    for name, feature in config.features.items():
+        wanted = arrow_value_type(feature.dtype)
+        if feature.is_vector and name in names:
+            field = schema.field(name)
+            if not (
+                pa.types.is_list(field.type) or pa.types.is_large_list(field.type)
+            ) or not _numeric_matches(field.type.value_type, wanted):
+                raise DataError(
+                    f"{path}: feature `{name}`: column `{name}` has type "
+                    f"{field.type}; a vector needs a list of "
+                    f"{'integers' if feature.dtype == 'int' else 'numbers'}"
+                )
+            plan[name] = ([name], True)
+            continue
+        columns = [name] if not feature.is_vector else config.csv_columns(name)
+        absent = [c for c in columns if c not in names]
+        if absent:
+            raise DataError(
+                f"{path}: feature `{name}`: column(s) {absent} not in the file. "
+                f"Columns: {sorted(names)[:12]}"
+            )
+        for column in columns:
+            kind = schema.field(column).type
+            if not _numeric_matches(kind, wanted):
+                raise DataError(
+                    f"{path}: feature `{name}`: column `{column}` has type {kind}; "
+                    f"`dtype: {feature.dtype}` needs "
+                    f"{'an integer' if feature.dtype == 'int' else 'a numeric'} "
+                    "column"
+                )
+        plan[name] = (columns, False)
+    return plan
+
+
+def _numeric_matches(kind: pa.DataType, wanted: pa.DataType) -> bool:
+    if pa.types.is_integer(wanted):
+        return pa.types.is_integer(kind)
+    return pa.types.is_integer(kind) or pa.types.is_floating(kind)
+
+
+def check_parquet(path: str, config: Config) -> bool:
+    """Checks a Parquet file's columns against the config; True if it has rows."""
+    try:
+        parquet = pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as error:
+        raise DataError(f"{path}: not a readable Parquet file: {error}") from None
+    _parquet_plan(path, parquet.schema_arrow, config)
+    return parquet.metadata.num_rows > 0
+
+
+def read_parquet_batches(path: str, config: Config) -> Iterator[pa.RecordBatch]:
+    """Streams a Parquet file, only the configured columns."""
+    # Pre-buffering keeps the column chunks it has read (0.5 GB resident for a
+    # 450 MB file, against 0.13 GB without) and is slower on local files.
+    parquet = pq.ParquetFile(path, pre_buffer=False)
+    plan = _parquet_plan(path, parquet.schema_arrow, config)
+    schema = arrow_schema(config)
+    wanted = sorted({c for columns, _ in plan.values() for c in columns})
+    first_row = 1
+    try:
+        for batch in parquet.iter_batches(batch_size=PARQUET_BATCH, columns=wanted):
+            arrays = []
+            for name, (columns, is_list) in plan.items():
+                if is_list:
+                    column = batch.column(name)
+                    arrays.append(column)
+                else:
+                    arrays.append(
+                        feature_column(
+                            path,
+                            name,
+                            columns,
+                            [batch.column(c) for c in columns],
+                            config.features[name].dtype,
+                            first_row,
+                        )
+                    )
+            decoded = pa.RecordBatch.from_arrays(
+                arrays, names=[field.name for field in schema]
+            )
+            yield conform(path, decoded, config, "row", first_row)
+            first_row += batch.num_rows
+    except (pa.ArrowInvalid, OSError) as error:
+        raise DataError(f"{path}: cannot read the Parquet file: {error}") from None

@@ -1,0 +1,134 @@
+"""stats.json's `num_rows` and `features` from the statistics vector.
+
+The vector (`tanhguard.transforms.layout`) holds every number; this module
+names them: counts, moments, quantiles, the derived clip, impute and scale
+parameters, the fractions clipped, and warnings. Each strategy adds its own
+fields (`stats_fields`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from tanhguard.transforms.config import Config, FeatureConfig
+from tanhguard.transforms.layout import (
+    COUNT_FIELDS,
+    FIT_FIELDS,
+    FLAG_MESSAGES,
+    FLAGS_CONSTANT_OUTPUT,
+    PHASE0_FIELDS,
+    QUANTILE_FIELDS,
+    REPORTED_QUANTILES,
+    field_slice,
+    stats_vector_length,
+)
+from tanhguard.transforms.slots import plan_slots
+
+# stats.json's layout version; bumped when a field changes meaning.
+STATS_FORMAT_VERSION = 2
+
+
+def _to_json_number(value: float) -> float | None:
+    """JSON has no NaN/Inf: they become null."""
+    return float(value) if np.isfinite(value) else None
+
+
+def unpack_stats_vector(config: Config, vector: np.ndarray) -> dict[str, Any]:
+    """Turns the statistics vector into stats.json's `num_rows` and `features`.
+
+    Returns:
+      `{"num_rows": N, "features": {...}}` where `features[name]` holds the
+      counts, moments, quantiles, the derived clip, impute and scale
+      parameters, the fractions of values clipped below and above, and
+      warnings: plain numbers for a scalar or shared vector feature, lists of
+      length d for an elementwise vector feature. The clip, impute and scale
+      parameters are the float32 values the graph applies, written exactly.
+    """
+    vector = np.asarray(vector, dtype=np.float64)
+    slots = plan_slots(config)
+    count = len(slots)
+    expected = stats_vector_length(count)
+    if vector.shape != (expected,):
+        raise ValueError(
+            f"stats vector has shape {vector.shape}; the config needs ({expected},)"
+        )
+    num_rows = int(vector[0])
+    rows_of = {
+        field: vector[field_slice(field, count)] for field in PHASE0_FIELDS + FIT_FIELDS
+    }
+    for field in ("lower", "upper", "center", "scale", "impute_value"):
+        rows_of[field] = rows_of[field].astype(np.float32).astype(np.float64)
+    features: dict[str, Any] = {}
+    offset = 0
+    for name, feature in config.features.items():
+        span = slice(offset, offset + feature.slots)
+        offset += feature.slots
+        values_per_slot = num_rows * (feature.size // feature.slots)
+        features[name] = _feature_stats(
+            feature,
+            {field: rows[span] for field, rows in rows_of.items()},
+            values_per_slot,
+        )
+    return {"num_rows": num_rows, "features": features}
+
+
+def _feature_stats(
+    feature: FeatureConfig, raw: dict[str, np.ndarray], values_per_slot: int
+) -> dict[str, Any]:
+    """stats.json's entry for one feature from its `[slots]` fields."""
+    listed = feature.is_vector and feature.elementwise
+
+    def shaped(values: np.ndarray, kind: type = float) -> Any:
+        if kind is int:
+            items = [int(v) for v in values]
+        elif kind is bool:
+            items = [bool(v) for v in values]
+        else:
+            items = [_to_json_number(v) for v in values]
+        return items if listed else items[0]
+
+    def fraction(values: np.ndarray) -> np.ndarray:
+        return values / max(values_per_slot, 1)
+
+    clip_entry: dict[str, Any] = {
+        "strategy": feature.clip.strategy,
+        "lower": shaped(raw["lower"]),
+        "upper": shaped(raw["upper"]),
+        **feature.clip.stats_fields(raw, shaped),
+    }
+    scale_entry: dict[str, Any] = {
+        "strategy": feature.scale.strategy,
+        "center": shaped(raw["center"]),
+        "scale": shaped(raw["scale"]),
+        **feature.scale.stats_fields(),
+    }
+    warnings = []
+    for index, flags in enumerate(raw["flags"].astype(int)):
+        where = f"element {index}: " if listed else ""
+        warnings += [
+            where + message for bit, message in FLAG_MESSAGES.items() if flags & bit
+        ]
+    return {
+        **{key: shaped(raw[key], int) for key in COUNT_FIELDS},
+        **{key: shaped(raw[key]) for key in ("mean", "std", "min", "max")},
+        "quantiles": {
+            str(p): shaped(raw[field])
+            for p, field in zip(REPORTED_QUANTILES, QUANTILE_FIELDS, strict=True)
+        },
+        "impute": {
+            "strategy": feature.impute.strategy,
+            "value": shaped(raw["impute_value"]),
+        },
+        "inf": feature.inf,
+        "clip": clip_entry,
+        "clipped_below": shaped(fraction(raw["clipped_below"])),
+        "clipped_above": shaped(fraction(raw["clipped_above"])),
+        "scale": scale_entry,
+        "elementwise": feature.elementwise,
+        "indicators": list(feature.indicators),
+        "output_bound": feature.output_bound,
+        "constant": shaped(raw["flags"].astype(int) & FLAGS_CONSTANT_OUTPUT != 0, bool),
+        "warnings": warnings,
+    }

@@ -1,0 +1,83 @@
+"""tanhguard: finite, bounded model inputs from a TensorFlow Transform graph.
+
+The public API. Importing it loads no TensorFlow, Beam or pyarrow: each name
+below is imported from its module on first use.
+
+>>> import tanhguard
+>>> config = tanhguard.parse_config({"features": {"fare": {}}})
+>>> config.features["fare"].clip.strategy
+'quantile'
+
+  load_config, parse_config   a YAML config file / a mapping -> `Config`
+  analyze                     the batch job: statistics, bounds, the TFT graph
+  transform                   apply an artifacts directory's graph to a dataset
+  export                      the serving SavedModel, optionally with a model
+  attach                      a Keras model that takes raw features
+  Preprocessor                the graph as a callable on raw features
+  preprocessing_fn            TFX Transform's module function
+  TanhguardError, ...         the exceptions (`tanhguard.errors`)
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from tanhguard.errors import (
+    ArtifactsError,
+    ConfigError,
+    DataError,
+    ExportError,
+    NoFiniteValuesError,
+    OutputError,
+    OutputExistsError,
+    TanhguardError,
+)
+from tanhguard.version import __version__
+
+# Public name -> the module that defines it, imported on first use.
+_LAZY = {
+    "Config": "tanhguard.transforms.config",
+    "load_config": "tanhguard.transforms.config",
+    "parse_config": "tanhguard.transforms.config",
+    "analyze": "tanhguard.pipeline.analyze",
+    "transform": "tanhguard.pipeline.transform_job",
+    "export": "tanhguard.pipeline.export",
+    "attach": "tanhguard.pipeline.keras_attach",
+    "Preprocessor": "tanhguard.pipeline.serving",
+    "preprocessing_fn": "tanhguard.transforms.tfx_module",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'tanhguard' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
+
+__all__ = [
+    "ArtifactsError",
+    "Config",
+    "ConfigError",
+    "DataError",
+    "ExportError",
+    "NoFiniteValuesError",
+    "OutputError",
+    "OutputExistsError",
+    "Preprocessor",
+    "TanhguardError",
+    "__version__",
+    "analyze",
+    "attach",
+    "export",
+    "load_config",
+    "parse_config",
+    "preprocessing_fn",
+    "transform",
+]

@@ -1,0 +1,291 @@
+"""The fit phase: `mad` bounds, then center and scale of the clipped data.
+
+From the first phase's parameters and one more look at the data it derives
+what the graph applies:
+
+- the `mad` clip's bounds (the median of `|x - median|` needs the median
+  first: `MadCombineFn`, a pass of its own);
+- `center` and `scale` over the finite values after clipping (and `g`), by
+  each slot's scale strategy;
+- the fraction of values clipped below and above, and per-slot warning flags.
+
+`fit` is the arithmetic; `FitPhase` is the Beam transform that feeds it, run
+inside TFT by `analyzers.fit_phase_analyzer`. TFT analyzers that depend on
+this phase's outputs would need a third TFT phase, which stalls Beam's
+FnApiRunner; the passes this phase needs (the MAD summary, then the moments
+of the clipped data) are plain Beam stages inside this one analyzer instead.
+"""
+
+from __future__ import annotations
+
+import apache_beam as beam
+import numpy as np
+
+from tanhguard.errors import NoFiniteValuesError
+from tanhguard.transforms.layout import (
+    FIT_FIELDS,
+    FLAG_CONSTANT,
+    FLAG_DEGENERATE_BOUNDS,
+    FLAG_NO_FINITE_VALUES,
+    FLAGS_CONSTANT_OUTPUT,
+    GRAPH_FIELDS,
+    PHASE0_FIELDS,
+    field_slice,
+)
+from tanhguard.transforms.moments import (
+    ColumnMoments,
+    column_moments,
+    merge_moments,
+    pooled,
+)
+from tanhguard.transforms.quantile_summary import (
+    MAX_ELEMENTS,
+    QuantileSummary,
+    capacity_for,
+    merge_lists,
+)
+from tanhguard.transforms.slots import Slot, needs_mad, spread_over_columns
+from tanhguard.transforms.strategies import FLOAT32_MAX, ClippedSlot
+
+# A scale this small relative to the center is float rounding, not spread: a
+# column of one repeated float32 value has a float64 std of about 1e-16 * |c|,
+# while two float32 values one ulp apart differ by about 6e-8 * |c|.
+RELATIVE_ZERO_SCALE = 1e-12
+ABSOLUTE_ZERO_SCALE = 1e-30
+
+# The MAD summary's rank error: the same as the reported quantiles' (a tenth
+# of a step of the 1,000-point grid).
+_MAD_CAPACITY = capacity_for(0.1 / 1_000, MAX_ELEMENTS)
+
+
+def phase0_field(parameters: np.ndarray, field: str, slots: int) -> np.ndarray:
+    """The `[S]` values of one phase-0 field."""
+    return np.asarray(parameters[field_slice(field, slots)], dtype=np.float64)
+
+
+def _to_float32_range(values: np.ndarray) -> np.ndarray:
+    """Clamps to the finite float32 range and rounds to float32 (NaN stays)."""
+    clamped = np.clip(values, -FLOAT32_MAX, FLOAT32_MAX)
+    return clamped.astype(np.float32).astype(np.float64)
+
+
+def check_finite_data(slots: list[Slot], parameters: np.ndarray) -> None:
+    """Raises `NoFiniteValuesError` for the first data-driven slot with no data."""
+    counts = phase0_field(parameters, "count", len(slots))
+    for slot, count in zip(slots, counts, strict=True):
+        if count == 0 and slot.needs_data:
+            raise NoFiniteValuesError(
+                f"feature `{slot.feature}`: no finite training values (every value "
+                "is missing, NaN or +-Inf), so its clip bounds and impute value "
+                "cannot be derived. Fix the data, or give it a `fixed` clip and a "
+                "`zero` or `constant` impute."
+            )
+
+
+def final_bounds(
+    slots: list[Slot], parameters: np.ndarray, mads: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """`(lower, upper)` per slot, float32-rounded, as the graph applies them.
+
+    The first phase derived every strategy's bounds but `mad`'s, which come
+    from the median and `mads` here. Bounds are clamped to the finite float32
+    range.
+    """
+    count = len(slots)
+    lower = phase0_field(parameters, "phase0_lower", count).copy()
+    upper = phase0_field(parameters, "phase0_upper", count).copy()
+    median = phase0_field(parameters, "q0.5", count)
+    for index, slot in enumerate(slots):
+        lower[index], upper[index] = slot.clip.final_bounds(
+            lower[index], upper[index], median[index], mads[index]
+        )
+    return _to_float32_range(lower), _to_float32_range(upper)
+
+
+def clipped_moments(
+    x: np.ndarray, slots: list[Slot], lower: np.ndarray, upper: np.ndarray
+) -> ColumnMoments:
+    """The moments of `g(clip(x))` of one batch `[rows, D]`, per column."""
+    columns = np.asarray(x).shape[1]
+    log = np.array([slot.scale.log for slot in slots])
+    return column_moments(
+        x,
+        spread_over_columns(slots, lower, columns),
+        spread_over_columns(slots, upper, columns),
+        spread_over_columns(slots, log, columns),
+    )
+
+
+def _flags(clipped: ClippedSlot, minimum: float, maximum: float) -> int:
+    if clipped.count == 0:
+        return FLAG_NO_FINITE_VALUES
+    if clipped.lower == clipped.upper and minimum < maximum:
+        # The data varies but the bounds collapse it to one number.
+        return FLAG_DEGENERATE_BOUNDS
+    if clipped.std <= max(RELATIVE_ZERO_SCALE * abs(clipped.mean), ABSOLUTE_ZERO_SCALE):
+        return FLAG_CONSTANT
+    return 0
+
+
+def fit(
+    slots: list[Slot],
+    parameters: np.ndarray,
+    mads: np.ndarray,
+    moments: ColumnMoments,
+) -> np.ndarray:
+    """The `FIT_FIELDS` vector (field-major over slots) for the graph and stats.
+
+    Constant slots (the std of the clipped finite values is 0 up to float
+    rounding) get scale 0, which the graph turns into an output of 0; the
+    `none` scaler keeps scale 1. A slot with no finite values (allowed only
+    when neither its clip nor its impute value needs data) maps its bounds
+    onto [-1, 1].
+
+    Raises:
+      NoFiniteValuesError: see `check_finite_data`.
+      ValueError: a derived number is not finite (a bug, never silently used).
+    """
+    check_finite_data(slots, parameters)
+    count = len(slots)
+    lower, upper = final_bounds(slots, parameters, mads)
+    field = {name: phase0_field(parameters, name, count) for name in PHASE0_FIELDS}
+    out = {name: np.zeros(count) for name in FIT_FIELDS}
+    out["lower"], out["upper"] = lower, upper
+    out["mad"] = np.where([s.clip.needs_mad for s in slots], mads, np.nan)
+    for index, slot in enumerate(slots):
+        merged = pooled(moments, slot.columns)
+        lo, hi = float(lower[index]), float(upper[index])
+        minimum, maximum = field["min"][index], field["max"][index]
+        clipped = ClippedSlot(
+            lower=lo,
+            upper=hi,
+            range=slot.clip.scale_range(lo, hi, minimum, maximum),
+            count=float(merged.count[0]),
+            mean=float(merged.mean[0]),
+            std=float(merged.std[0]),
+            fields={name: float(values[index]) for name, values in field.items()},
+        )
+        flags = _flags(clipped, minimum, maximum)
+        if clipped.count == 0:
+            center, scale = slot.scale.range_center_and_scale(lo, hi)
+        else:
+            collapsed = bool(flags & FLAGS_CONSTANT_OUTPUT)
+            center, scale, extra = slot.scale.center_and_scale(clipped, collapsed)
+            flags |= extra
+            if collapsed and slot.scale.zero_scale_when_constant:
+                scale = 0.0
+        out["center"][index] = center
+        out["scale"][index] = scale
+        out["fit_count"][index] = clipped.count
+        out["clipped_below"][index] = merged.below[0]
+        out["clipped_above"][index] = merged.above[0]
+        out["flags"][index] = flags
+    out["center"] = _to_float32_range(out["center"])
+    out["scale"] = _to_float32_range(out["scale"])
+    for name in GRAPH_FIELDS:
+        bad = ~np.isfinite(out[name])
+        if bad.any():
+            slot = slots[int(np.argmax(bad))]
+            raise ValueError(
+                f"feature `{slot.feature}`: derived `{name}` is not finite. "
+                f"Received: {out[name][bad][0]}"
+            )
+    return np.concatenate([out[name] for name in FIT_FIELDS])
+
+
+class MadCombineFn(beam.CombineFn):
+    """Batches `(x [rows, D], parameters [1, K0])` -> the MAD per slot (NaN
+    for slots without a `mad` clip): the median of `|x - median|` over the
+    finite values."""
+
+    def __init__(self, slots: list[Slot]):
+        self._slots = slots
+        self._mad_slots = [i for i, slot in enumerate(slots) if slot.clip.needs_mad]
+
+    def create_accumulator(self) -> list[QuantileSummary]:
+        return [QuantileSummary(_MAD_CAPACITY) for _ in self._mad_slots]
+
+    def add_input(self, summaries, batch):
+        x = np.asarray(batch[0], dtype=np.float64)
+        median = phase0_field(np.asarray(batch[1])[0], "q0.5", len(self._slots))
+        for summary, index in zip(summaries, self._mad_slots, strict=True):
+            values = x[:, list(self._slots[index].columns)].ravel()
+            values = values[np.isfinite(values)]
+            summary.add(np.abs(values - median[index]))
+        return summaries
+
+    def merge_accumulators(self, accumulators):
+        return merge_lists(accumulators)
+
+    def extract_output(self, summaries) -> np.ndarray:
+        mads = np.full(len(self._slots), np.nan)
+        for summary, index in zip(summaries, self._mad_slots, strict=True):
+            if summary.count:
+                mads[index] = summary.quantiles([0.5])[0]
+        return mads
+
+
+def _merge_with_parameters(parts):
+    """Merges `(parameters, ColumnMoments)` pairs; the parameters are the same
+    in every batch, so the first is kept."""
+    merged = None
+    for parameters, moments in parts:
+        if merged is None:
+            merged = (parameters, moments)
+        else:
+            merged = (merged[0], merge_moments(merged[1], moments))
+    return merged
+
+
+class FitPhase(beam.PTransform):
+    """Batches of `(x [rows, D], parameters [1, K0])` -> the statistics vector:
+    the parameters, then `FIT_FIELDS` (see `tanhguard.transforms.layout`)."""
+
+    def __init__(self, slots: list[Slot], mads: np.ndarray | None = None):
+        super().__init__()
+        self._slots = slots
+        self._mads = mads
+
+    def expand(self, batches: beam.PCollection) -> list[beam.PCollection]:
+        slots = self._slots
+
+        def batch_moments(batch, mads: np.ndarray) -> tuple[np.ndarray, ColumnMoments]:
+            parameters = np.asarray(batch[1])[0]
+            lower, upper = final_bounds(slots, parameters, mads)
+            return parameters, clipped_moments(batch[0], slots, lower, upper)
+
+        def finish(merged, mads: np.ndarray) -> np.ndarray:
+            parameters, moments = merged
+            return np.concatenate([parameters, fit(slots, parameters, mads, moments)])
+
+        if self._mads is not None or not needs_mad(slots):
+            # One pass: every batch carries the parameters, and the MADs are
+            # known (given, or none is needed), so the moments need no side
+            # input and Beam fuses the whole chain (the batches are never
+            # materialized or pickled between stages).
+            mads = self._mads if self._mads is not None else np.full(len(slots), np.nan)
+            return [
+                batches
+                | "BatchMoments" >> beam.Map(batch_moments, mads=mads)
+                | "MergeMoments"
+                >> beam.CombineGlobally(_merge_with_parameters).without_defaults()
+                | "Finish" >> beam.Map(finish, mads=mads)
+            ]
+        # `mad` needs the MAD before the moments of the clipped data: two
+        # passes over the batches, the MAD as a side input of the second (the
+        # runner keeps the batches between them; the batch job avoids this by
+        # computing the MADs in a pass of their own and passing `mads`).
+        mads = (
+            batches
+            | "MadSketch"
+            >> beam.CombineGlobally(MadCombineFn(slots)).without_defaults()
+        )
+        fitted = (
+            batches
+            | "BatchMoments"
+            >> beam.Map(batch_moments, mads=beam.pvalue.AsSingleton(mads))
+            | "MergeMoments"
+            >> beam.CombineGlobally(_merge_with_parameters).without_defaults()
+            | "Finish" >> beam.Map(finish, mads=beam.pvalue.AsSingleton(mads))
+        )
+        return [fitted]

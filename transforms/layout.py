@@ -1,0 +1,95 @@
+"""The statistics vector: which number sits where.
+
+The analysis produces one float64 vector, field-major over the S slots (a
+slot is one set of statistics: an element of an elementwise vector, or a
+whole feature):
+
+    [num_rows, PHASE0_FIELDS[0] x S, PHASE0_FIELDS[1] x S, ...,
+               FIT_FIELDS[0] x S, ...]
+
+The first phase writes the prefix (the *parameters*: row count and
+`PHASE0_FIELDS`), the fit phase appends `FIT_FIELDS`. The saved graph keeps
+the whole vector as a constant; stats.json is read back from it. Plain Python:
+everything that reads or writes the vector imports this.
+"""
+
+from __future__ import annotations
+
+# Probabilities reported in stats.json for every feature.
+REPORTED_QUANTILES = (0.001, 0.01, 0.25, 0.5, 0.75, 0.99, 0.999)
+
+# Phase-0 statistics, field-major: `parameters = [num_rows, field_0[S], ...]`.
+COUNT_FIELDS = ("count", "missing", "nan", "pos_inf", "neg_inf")
+MOMENT_FIELDS = ("mean", "std", "min", "max")
+QUANTILE_FIELDS = tuple(f"q{p}" for p in REPORTED_QUANTILES)
+# `phase0_lower`/`phase0_upper` are every strategy's bounds but `mad`'s; the
+# final `lower`/`upper` are FIT_FIELDS. `robust_lower`/`robust_upper` are the
+# quantiles a scaler's `range_probabilities` asks for (0 when none).
+BOUND_FIELDS = (
+    "phase0_lower",
+    "phase0_upper",
+    "impute_value",
+    "robust_lower",
+    "robust_upper",
+)
+PHASE0_FIELDS = COUNT_FIELDS + MOMENT_FIELDS + QUANTILE_FIELDS + BOUND_FIELDS
+
+# What the fit phase adds, field-major over slots. The first four are what
+# the graph applies.
+GRAPH_FIELDS = ("center", "scale", "lower", "upper")
+FIT_FIELDS = (*GRAPH_FIELDS, "mad", "fit_count", "clipped_below", "clipped_above")
+FIT_FIELDS += ("flags",)
+assert not set(PHASE0_FIELDS) & set(FIT_FIELDS), "field names must be unique"
+
+# Bits of the `flags` field; `FLAG_MESSAGES` is their text in stats.json.
+FLAG_CONSTANT = 1
+FLAG_NO_FINITE_VALUES = 2
+FLAG_DEGENERATE_BOUNDS = 4
+FLAG_ZERO_ROBUST_RANGE = 8
+FLAG_MESSAGES = {
+    FLAG_CONSTANT: (
+        "constant: every finite training value is the same after clipping; "
+        "the output is 0 (`scale: none` keeps the clipped value)"
+    ),
+    FLAG_NO_FINITE_VALUES: (
+        "no finite training values: the scale maps the fixed clip bounds onto "
+        "[-1, 1] and missing values take the constant impute value"
+    ),
+    FLAG_DEGENERATE_BOUNDS: (
+        "degenerate clip bounds: lower == upper although the training values "
+        "vary, so every value clips to one number and the output is 0 (widen the "
+        "clip, e.g. a `quantile` range or `k`)"
+    ),
+    FLAG_ZERO_ROBUST_RANGE: (
+        "zero quantile range for `robust` on data that is not constant: scale 1 "
+        "is used (scikit-learn's rule), so values are only centered"
+    ),
+}
+# Flags under which the clipped training values are one number.
+FLAGS_CONSTANT_OUTPUT = FLAG_CONSTANT | FLAG_DEGENERATE_BOUNDS
+
+
+def phase0_length(slots: int) -> int:
+    """Length of the phase-0 parameters vector: the row count and the fields."""
+    return 1 + len(PHASE0_FIELDS) * slots
+
+
+def stats_vector_length(slots: int) -> int:
+    """Length of the statistics vector: parameters, then `FIT_FIELDS`."""
+    return phase0_length(slots) + len(FIT_FIELDS) * slots
+
+
+def field_slice(field: str, slots: int) -> slice:
+    """Where a field's `[S]` values sit in the statistics vector (and, for a
+    phase-0 field, in the parameters vector, its prefix).
+
+    >>> field_slice("count", 2), field_slice("center", 2)
+    (slice(1, 3, None), slice(43, 45, None))
+    """
+    if field in PHASE0_FIELDS:
+        start = 1 + PHASE0_FIELDS.index(field) * slots
+    elif field in FIT_FIELDS:
+        start = phase0_length(slots) + FIT_FIELDS.index(field) * slots
+    else:
+        raise KeyError(f"no field `{field}` in the statistics vector")
+    return slice(start, start + slots)
