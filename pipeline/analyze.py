@@ -27,20 +27,21 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from tanhguard.errors import DataError
 from tanhguard.pipeline.artifacts import (
     ROWS_DIR,
-    atomic_output_dir,
     load_stats,
     write_raw_metadata,
     write_stats,
 )
 from tanhguard.pipeline.batch_layout import dense_batch, tensor_adapter_config
 from tanhguard.pipeline.graph_stats import read_graph_stats
+from tanhguard.pipeline.job_errors import data_errors_unwrapped
+from tanhguard.pipeline.output_dir import publish_dir
 from tanhguard.pipeline.readers import ReadRecordBatches, resolve_inputs
 from tanhguard.pipeline.stats_json import STATS_FORMAT_VERSION, unpack_stats_vector
 from tanhguard.pipeline.transform_job import TransformAndWrite
 from tanhguard.pipeline.workdir import SCRATCH, SaveGlobally, load_saved, work_dir
 from tanhguard.transforms.config import Config, load_config
 from tanhguard.transforms.first_phase import FirstPhaseCombineFn
-from tanhguard.transforms.fit_phase import MadCombineFn
+from tanhguard.transforms.fit_phase import MadCombineFn, check_finite_data
 from tanhguard.transforms.preprocessing import build_preprocessing_fn
 from tanhguard.transforms.slots import Slot, needs_mad, plan_slots
 
@@ -149,17 +150,6 @@ def _versions() -> dict[str, str]:
     }
 
 
-def _find_data_error(error: BaseException) -> BaseException | None:
-    """Beam re-raises worker exceptions wrapped; finds a data problem inside."""
-    seen = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        if isinstance(error, DataError):
-            return error
-        error = error.__cause__ or error.__context__
-    return None
-
-
 def _require_rows(files: Sequence[str], has_rows: bool) -> None:
     if not has_rows:
         raise DataError(
@@ -176,6 +166,7 @@ def run_analyze(
     overwrite: bool = False,
     fmt: str | None = None,
     rows_format: str | None = None,
+    protect: Sequence[str | Path] = (),
 ) -> dict[str, Any]:
     """Analyzes the files matching `data` and writes the artifacts.
 
@@ -193,6 +184,8 @@ def run_analyze(
       overwrite: Replace an existing `output`.
       fmt: `csv`, `tfrecord` or `parquet`; by default, from the file names.
       rows_format: see above.
+      protect: More paths `output` must not be or contain (the config file);
+        the input files always are (see `output_dir.publish_dir`).
 
     Returns:
       The content of stats.json.
@@ -206,16 +199,11 @@ def run_analyze(
     files, fmt, has_rows = resolve_inputs(data, config, fmt)
     _require_rows(files, has_rows)
     logger.info("analyzing %d %s file(s) matching %s", len(files), fmt, data)
-    with atomic_output_dir(output, overwrite=overwrite) as staging:
+    protect = [*files, *protect]
+    with publish_dir(output, overwrite=overwrite, protect=protect) as staging:
         options = PipelineOptions(list(beam_args))
-        try:
-            with work_dir(options, staging) as work:
-                _analyze(config, files, fmt, options, work, rows_format)
-        except Exception as error:
-            data_error = _find_data_error(error)
-            if data_error is not None:
-                raise DataError(str(data_error)) from None
-            raise
+        with data_errors_unwrapped(), work_dir(options, staging) as work:
+            _analyze(config, files, fmt, options, work, rows_format)
         write_raw_metadata(staging, config)
         logger.info("writing stats.json from the saved graph")
         _, vector = read_graph_stats(staging)
@@ -247,6 +235,7 @@ def _analyze(
     count = 3 if needs_mad(slots) else 2
     logger.info("pass 1 of %d: counts, moments and quantiles", count)
     parameters = first_phase(passes)
+    check_finite_data(slots, parameters)  # before any other pass
     mads = None
     if needs_mad(slots):
         logger.info("pass 2 of %d: median absolute deviations", count)

@@ -6,7 +6,9 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
+import traceback
 from collections.abc import Sequence
 
 from tanhguard.errors import TanhguardError
@@ -15,6 +17,7 @@ from tanhguard.pipeline.progress import configure_logging
 
 EXIT_OK = 0
 EXIT_ERROR = 1
+DEBUG_ENV = "TANHGUARD_DEBUG"
 
 
 def _add_input_flags(parser: argparse.ArgumentParser) -> None:
@@ -48,6 +51,11 @@ def _add_log_flags(parser: argparse.ArgumentParser) -> None:
     )
     level.add_argument(
         "--verbose", action="store_true", help="debug lines on stderr too"
+    )
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help=f"show the traceback of an error (or set {DEBUG_ENV}=1)",
     )
 
 
@@ -175,6 +183,7 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> None:
             overwrite=args.overwrite,
             fmt=args.format,
             rows_format=getattr(args, "output_format", None),
+            protect=[args.config],
         )
         _print_summary(stats, args.output)
     elif args.command == "transform":
@@ -233,17 +242,56 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_logging(logging.DEBUG)
     else:
         configure_logging(logging.INFO)
-    try:
-        if args.command == "config-schema":
-            from tanhguard.transforms.config import config_json_schema
+    if not getattr(args, "verbose", False):
+        # Beam logs a worker's exception before re-raising it: the error
+        # would be printed twice, with a traceback.
+        logging.getLogger("apache_beam").setLevel(logging.CRITICAL)
+    debug = getattr(args, "debug", False) or os.environ.get(DEBUG_ENV) == "1"
+    from tanhguard.pipeline.output_dir import handle_termination, received_signal
 
-            print(json.dumps(config_json_schema(), indent=2))
-        else:
-            _run(args, beam_args)
+    try:
+        with handle_termination():
+            if args.command == "config-schema":
+                from tanhguard.transforms.config import config_json_schema
+
+                print(json.dumps(config_json_schema(), indent=2))
+            else:
+                _run(args, beam_args)
     except TanhguardError as error:
-        print(f"tanhguard: error: {error}", file=sys.stderr)
-        return EXIT_ERROR
+        return _fail(str(error), debug)
+    except KeyboardInterrupt:
+        return _stopped_by(signal.SIGINT)
+    except SystemExit as stop:  # SIGTERM or SIGHUP (handle_termination)
+        if isinstance(stop.code, int) and stop.code > 128:
+            return _stopped_by(stop.code - 128)
+        raise
+    except Exception as error:  # a bug or an unforeseen environment problem
+        signum = received_signal()
+        if signum is not None:  # the runner wrapped the signal's exception
+            return _stopped_by(signum)
+        return _fail(
+            f"unexpected {type(error).__name__}: {error} (a bug? run with "
+            f"--debug for the traceback)",
+            debug,
+        )
     return EXIT_OK
+
+
+def _stopped_by(signum: int) -> int:
+    """One line for a run stopped by a signal; exit 128 + its number."""
+    what = "interrupted" if signum == signal.SIGINT else "terminated"
+    print(f"tanhguard: {what}; nothing was written", file=sys.stderr)
+    return 128 + signum
+
+
+def _fail(message: str, debug: bool) -> int:
+    """`tanhguard: error: ...` on stderr, one line per problem (a config with
+    several mistakes names each), the traceback first with `--debug`; exit 1."""
+    if debug:
+        traceback.print_exc()
+    for line in message.strip().splitlines() or ["(no message)"]:
+        print(f"tanhguard: error: {line}", file=sys.stderr)
+    return EXIT_ERROR
 
 
 if __name__ == "__main__":

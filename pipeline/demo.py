@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import shutil
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -151,25 +150,32 @@ def run_demo(output: str | Path, rows: int = 20_000) -> dict[str, Any]:
       `{"stats", "comparison", "artifacts", "data", "rows", "output_bound"}`.
     """
     from tanhguard.pipeline.analyze import run_analyze
+    from tanhguard.pipeline.artifacts import write_stats
+    from tanhguard.pipeline.output_dir import publish_dir
 
     output = Path(output).absolute()
-    if output.exists():
-        shutil.rmtree(output)
-    (output / "data").mkdir(parents=True)
     config = demo_config()
     columns = generate_demo_rows(rows)
-    csv_path = output / "data" / "demo.csv"
-    write_demo_csv(csv_path, columns, DEMO_SEED)
-    logger.info("generated %s rows: %s", f"{rows:,}", csv_path)
-    artifacts = output / "artifacts"
-    stats = run_analyze(config, str(csv_path), artifacts)
-    raw = raw_matrix(columns, config)
-    transformed = transform_columns(artifacts, csv_path, config)
+    # A previous demo's output is replaced; a directory tanhguard did not
+    # write never is (`publish_dir` refuses it).
+    with publish_dir(output, overwrite=True) as staging:
+        (staging / "data").mkdir()
+        csv_path = staging / "data" / "demo.csv"
+        write_demo_csv(csv_path, columns, DEMO_SEED)
+        logger.info("generated %s rows: %s", f"{rows:,}", output / "data")
+        artifacts = staging / "artifacts"
+        stats = run_analyze(config, str(csv_path), artifacts)
+        raw = raw_matrix(columns, config)
+        transformed = transform_columns(artifacts, csv_path, config)
+        # stats.json names the data where it will be, not in the staging dir.
+        published = str(output / "data" / "demo.csv")
+        stats["data"] = {**stats["data"], "pattern": published, "files": [published]}
+        write_stats(artifacts, stats)
     return {
         "stats": stats,
         "comparison": compare_tanh(raw, transformed),
-        "artifacts": str(artifacts),
-        "data": str(csv_path),
+        "artifacts": str(output / "artifacts"),
+        "data": str(output / "data" / "demo.csv"),
         "rows": rows,
         "output_bound": config.defaults.output_bound,
     }

@@ -13,8 +13,9 @@ from pathlib import Path
 import tensorflow as tf
 
 from tanhguard.errors import ExportError
-from tanhguard.pipeline.artifacts import atomic_output_dir, load_artifacts_config
+from tanhguard.pipeline.artifacts import load_artifacts_config
 from tanhguard.pipeline.keras_attach import attach, load_keras_model
+from tanhguard.pipeline.output_dir import check_output, publish_dir
 from tanhguard.pipeline.serving import (
     SERVING_SIGNATURE,
     TENSORS_SIGNATURE,
@@ -59,8 +60,9 @@ def export(
     Returns:
       The absolute path of the SavedModel.
     """
+    check_output(output, [artifacts])  # before the graph is loaded
     module = ServingModule(artifacts, model)
-    with atomic_output_dir(output, overwrite=overwrite) as staging:
+    with publish_dir(output, overwrite=overwrite, protect=[artifacts]) as staging:
         tf.saved_model.save(
             module,
             str(staging),

@@ -24,9 +24,11 @@ import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from tanhguard.pipeline.artifacts import atomic_output_dir, load_artifacts_config
+from tanhguard.pipeline.artifacts import load_artifacts_config
 from tanhguard.pipeline.batch_layout import tensor_adapter_config
 from tanhguard.pipeline.formats import FORMATS
+from tanhguard.pipeline.job_errors import data_errors_unwrapped
+from tanhguard.pipeline.output_dir import publish_dir
 from tanhguard.pipeline.readers import ReadRecordBatches, resolve_inputs
 from tanhguard.pipeline.workdir import (
     SCRATCH,
@@ -169,9 +171,10 @@ def run_transform(
     config = load_artifacts_config(artifacts)
     files, fmt, _ = resolve_inputs(data, config, fmt)
     logger.info("transforming %d %s file(s) matching %s", len(files), fmt, data)
-    with atomic_output_dir(output, overwrite=overwrite) as staging:
+    protect = [*files, artifacts]
+    with publish_dir(output, overwrite=overwrite, protect=protect) as staging:
         options = PipelineOptions(list(beam_args))
-        with work_dir(options, staging) as work:
+        with data_errors_unwrapped(), work_dir(options, staging) as work:
             scratch = posixpath.join(work, SCRATCH)
             tf.io.gfile.makedirs(scratch)
             count_path = posixpath.join(scratch, "rows.npy")

@@ -1,7 +1,7 @@
 """Where a job's workers write, so that runners off this machine can.
 
 The output directory is local: it is written under a temporary name and
-renamed into place (`artifacts.atomic_output_dir`). On the in-process and
+renamed into place (`output_dir.publish_dir`). On the in-process and
 local runners the workers write straight into it. A runner whose workers run
 elsewhere (Dataflow, a Flink or Spark cluster) cannot reach a local path, so
 with Beam's `--temp_location` (for example `gs://bucket/tmp`) every file the

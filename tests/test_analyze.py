@@ -11,9 +11,8 @@ from graph_oracle import apply_graph, dense_as_sparse, element, expected_output
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tanhguard.errors import DataError
+from tanhguard.errors import DataError, OutputExistsError
 from tanhguard.pipeline.analyze import load_stats, run_analyze
-from tanhguard.pipeline.artifacts import OutputExistsError
 from tanhguard.pipeline.graph_stats import GraphStatsError, stats_from_transform_graph
 from tanhguard.transforms.config import parse_config
 from tanhguard.transforms.statistics import quantile_epsilon

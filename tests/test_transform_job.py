@@ -11,10 +11,9 @@ import pytest
 import tensorflow as tf
 from graph_oracle import apply_graph, assert_stats_close
 
-from tanhguard.errors import DataError
+from tanhguard.errors import DataError, OutputExistsError
 from tanhguard.pipeline import transform_job, workdir
 from tanhguard.pipeline.analyze import run_analyze
-from tanhguard.pipeline.artifacts import OutputExistsError
 from tanhguard.pipeline.cli import EXIT_OK, main
 from tanhguard.pipeline.transform_job import run_transform
 from tanhguard.transforms.config import parse_config

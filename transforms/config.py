@@ -17,7 +17,6 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -29,9 +28,11 @@ from pydantic import (
 )
 
 from tanhguard.errors import ConfigError
+from tanhguard.transforms.config_file import load_yaml_file, short_repr
 from tanhguard.transforms.layout import REPORTED_QUANTILES
 from tanhguard.transforms.strategies import (
     CLIP_STRATEGIES,
+    FLOAT32_MAX,
     IMPUTE_STRATEGIES,
     SCALE_STRATEGIES,
     ClipStrategy,
@@ -84,8 +85,12 @@ def _expand_strategy_shorthand(data: Any) -> Any:
 
 
 def _check_output_bound(value: float) -> float:
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"must be a finite number > 0. Received: {value}")
+    # The graph computes in float32: a bound past its range would be +-Inf.
+    if not (math.isfinite(value) and 0 < value <= FLOAT32_MAX):
+        raise ValueError(
+            f"must be a finite number > 0 and at most {FLOAT32_MAX:.7g} (the "
+            f"float32 range the graph computes in). Received: {value}"
+        )
     return value
 
 
@@ -196,7 +201,7 @@ def _merge_feature(name: str, raw: Any, defaults: Defaults) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise ConfigError(
             f"feature `{name}`: must be a mapping (use `{{}}` for all defaults). "
-            f"Received: {raw!r}"
+            f"Received: {short_repr(raw)}"
         )
     raw = _expand_strategy_shorthand(raw)
     merged: dict[str, Any] = {
@@ -222,7 +227,7 @@ def _format_validation_error(prefix: str, error: ValidationError) -> str:
         field = ".".join(location) or "(root)"
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
-            message = f"unknown key. Received: {item['input']!r}"
+            message = f"unknown key. Received: {short_repr(item['input'])}"
         elif item["type"] == "union_tag_invalid":
             message = (
                 f"unknown strategy {item['input'].get('strategy')!r}; expected one "
@@ -231,7 +236,7 @@ def _format_validation_error(prefix: str, error: ValidationError) -> str:
         elif item["type"] == "missing":
             message = "is required"
         elif "Received" not in message and "input" in item:
-            message = f"{message}. Received: {item['input']!r}"
+            message = f"{message}. Received: {short_repr(item['input'])}"
         lines.append(f"{prefix}`{field}`: {message}")
     return "\n".join(lines)
 
@@ -250,7 +255,7 @@ def parse_config(data: Any) -> Config:
         the field and shows what was received.
     """
     if not isinstance(data, dict):
-        raise ConfigError(f"config must be a mapping. Received: {data!r}")
+        raise ConfigError(f"config must be a mapping. Received: {short_repr(data)}")
     unknown = set(data) - {"defaults", "features"}
     if unknown:
         raise ConfigError(
@@ -264,7 +269,8 @@ def parse_config(data: Any) -> Config:
     features_raw = data.get("features")
     if not isinstance(features_raw, dict) or not features_raw:
         raise ConfigError(
-            f"`features` must be a non-empty mapping. Received: {features_raw!r}"
+            f"`features` must be a non-empty mapping. Received: "
+            f"{short_repr(features_raw)}"
         )
     features = {}
     for name, raw in features_raw.items():
@@ -310,18 +316,12 @@ def load_config(path: str | Path) -> Config:
     """Reads and validates a YAML config file.
 
     Raises:
-      ConfigError: The file is missing, is not valid YAML, or breaks a rule;
-        the message starts with the file's path.
+      ConfigError: The file is missing, too large, not UTF-8, not valid YAML
+        (see `config_file`), or breaks a rule; the message starts with the
+        file's path.
     """
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as error:
-        raise ConfigError(f"{path}: cannot read config: {error.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    data = load_yaml_file(str(path))
     try:
         return parse_config(data)
     except ConfigError as error:

@@ -70,16 +70,25 @@ def _to_float32_range(values: np.ndarray) -> np.ndarray:
 
 
 def check_finite_data(slots: list[Slot], parameters: np.ndarray) -> None:
-    """Raises `NoFiniteValuesError` for the first data-driven slot with no data."""
+    """Raises `NoFiniteValuesError` naming every data-driven feature (an
+    element of a vector counts) without a finite value.
+
+    The first phase's parameters are enough: the batch job calls this right
+    after its first pass, before any other pass starts.
+    """
     counts = phase0_field(parameters, "count", len(slots))
+    empty = []
     for slot, count in zip(slots, counts, strict=True):
-        if count == 0 and slot.needs_data:
-            raise NoFiniteValuesError(
-                f"feature `{slot.feature}`: no finite training values (every value "
-                "is missing, NaN or +-Inf), so its clip bounds and impute value "
-                "cannot be derived. Fix the data, or give it a `fixed` clip and a "
-                "`zero` or `constant` impute."
-            )
+        if count == 0 and slot.needs_data and slot.feature not in empty:
+            empty.append(slot.feature)
+    if empty:
+        names = ", ".join(f"`{name}`" for name in empty)
+        raise NoFiniteValuesError(
+            f"feature{'s' if len(empty) > 1 else ''} {names}: no finite training "
+            "values (every value is missing, NaN or +-Inf), so clip bounds and "
+            "impute values cannot be derived. Fix the data, or give each a "
+            "`fixed` clip and a `zero` or `constant` impute."
+        )
 
 
 def final_bounds(

@@ -27,10 +27,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import tensorflow as tf
-import yaml
 
 from tanhguard.errors import ConfigError
 from tanhguard.transforms.config import Config, parse_config
+from tanhguard.transforms.config_file import parse_yaml, read_config_bytes
 from tanhguard.transforms.preprocessing import build_preprocessing_fn
 
 _KEYS = ("config", "config_path", "passthrough")
@@ -64,12 +64,11 @@ def _raw_config(custom_config: Any) -> dict[str, Any]:
         return copy.deepcopy(dict(raw))
     path = custom_config["config_path"]
     try:
-        with tf.io.gfile.GFile(path, "r") as handle:
-            raw = yaml.safe_load(handle.read())
+        with tf.io.gfile.GFile(path, "rb") as handle:
+            text = read_config_bytes(handle, path)
     except (tf.errors.NotFoundError, OSError) as error:
         raise ConfigError(f"custom_config: `config_path` {path}: {error}") from None
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    raw = parse_yaml(text, path)
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{path}: config must be a mapping. Received: {raw!r}")
     return dict(raw)

@@ -70,6 +70,10 @@ def test_feature_overrides_and_defaults_block_apply():
             r"multiple of 0.0001",
         ),
         ({"fare": {"output_bound": 0}}, r"`output_bound`: must be a finite number > 0"),
+        (
+            {"fare": {"output_bound": 1.0e39}},
+            r"`output_bound`: .* at most 3.402823e\+38 \(the float32 range",
+        ),
         ({"fare": {"dtype": "string"}}, r"feature `fare`: `dtype`"),
         ({"fare": {"shape": [2, 3]}}, r"`shape`: must be `scalar` or a one-element"),
         ({"fare": {"shape": [0]}}, r"`d` must be an integer >= 1"),
@@ -135,6 +139,7 @@ def test_feature_overrides_and_defaults_block_apply():
         "probability below zero is rejected",
         "probability off the quantile grid is rejected",
         "zero output bound is rejected",
+        "output bound beyond float32 is rejected",
         "unknown dtype is rejected",
         "two-dimensional shape is rejected",
         "zero-length vector is rejected",
