@@ -69,6 +69,7 @@ def load_artifacts_config(artifacts: str | Path) -> Config:
             f"{artifacts}: not a tanhguard artifacts directory (expected "
             "stats.json and transform_fn/ from `tanhguard analyze`)"
         )
+    check_transform_graph(artifacts)
     stats = load_stats(artifacts)
     if not isinstance(stats, dict) or not isinstance(stats.get("config"), dict):
         raise ArtifactsError(
@@ -76,6 +77,30 @@ def load_artifacts_config(artifacts: str | Path) -> Config:
             "with `tanhguard analyze`"
         )
     return parse_config(stats["config"])
+
+
+def check_transform_graph(artifacts: str | Path) -> None:
+    """Checks that `transform_fn/saved_model.pb` parses as a SavedModel (a
+    cheap check before a job or an export loads it).
+
+    Raises:
+      ArtifactsError: it is missing, unreadable or corrupt.
+    """
+    from google.protobuf.message import DecodeError
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    path = Path(artifacts) / TRANSFORM_FN_DIR / "saved_model.pb"
+    try:
+        saved_model_pb2.SavedModel().ParseFromString(path.read_bytes())
+    except OSError as error:
+        raise ArtifactsError(
+            f"{path}: cannot read the transform graph: {error.strerror or error}"
+        ) from None
+    except DecodeError:
+        raise ArtifactsError(
+            f"{path}: not a valid SavedModel (corrupt or truncated); write the "
+            "artifacts again with `tanhguard analyze`"
+        ) from None
 
 
 def write_raw_metadata(directory: str | Path, config: Config) -> None:

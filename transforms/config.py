@@ -275,9 +275,11 @@ def parse_config(data: Any) -> Config:
     features = {}
     for name, raw in features_raw.items():
         if not isinstance(name, str) or not _FEATURE_NAME.fullmatch(name):
+            # repr: a name may hold a newline or control characters.
+            shown = str(name).encode("unicode_escape").decode("ascii")
             raise ConfigError(
-                f"feature `{name}`: a name must be letters, digits and `_`, not "
-                f"starting with a digit. Received: {name!r}"
+                f"feature `{shown}`: a name must be letters, digits and `_`, not "
+                f"starting with a digit. Received: {short_repr(name)}"
             )
         merged = _merge_feature(name, raw, defaults)
         try:
