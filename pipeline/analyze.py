@@ -182,7 +182,7 @@ def run_analyze(
       beam_args: Beam pipeline flags, e.g. `--runner=...`; the default is the
         in-process DirectRunner.
       overwrite: Replace an existing `output`.
-      fmt: `csv`, `tfrecord` or `parquet`; by default, from the file names.
+      fmt: `csv`, `tfrecord` or `parquet`; by default, from each file's content.
       rows_format: see above.
       protect: More paths `output` must not be or contain (the config file);
         the input files always are (see `output_dir.publish_dir`).

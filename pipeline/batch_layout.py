@@ -6,6 +6,10 @@ missing. TFT reads these batches through `tensor_adapter_config` (a
 `SparseTensor` per feature, as a `tf.io.VarLenFeature` gives), and the batch
 job's own passes through `dense_batch` (numpy, the same view the graph's
 `densify` gives).
+
+Also what every reader shares: `one_line` (a library's message, fit for one
+line of a `DataError`), `is_gzip`, and the checks of integer values against
+int64.
 """
 
 from __future__ import annotations
@@ -21,6 +25,26 @@ from tfx_bsl.tfxio import tensor_adapter
 
 from tanhguard.errors import DataError
 from tanhguard.transforms.config import Config
+
+INT64_MAX = np.iinfo(np.int64).max
+GZIP_MAGIC = b"\x1f\x8b"
+MAX_MESSAGE = 300  # characters of a library's message quoted in an error
+
+
+def one_line(message: str, limit: int = MAX_MESSAGE) -> str:
+    """`message` on one line (whitespace runs become one space), shortened to
+    `limit` characters: a library's message quoted in a `DataError` may hold a
+    whole row or record."""
+    text = " ".join(str(message).split())
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return text
+
+
+def is_gzip(path: str) -> bool:
+    """Whether the file starts with gzip's magic bytes (whatever its name)."""
+    with tf.io.gfile.GFile(path, "rb") as handle:
+        return handle.read(2) == GZIP_MAGIC
 
 
 def arrow_value_type(dtype: str) -> pa.DataType:
@@ -86,8 +110,17 @@ def feature_column(
     per element) for a block of rows starting at row `first_row`.
 
     Raises:
-      DataError: an integer vector with some elements empty.
+      DataError: an integer vector with some elements empty, or an unsigned
+        value above int64's maximum for an `int` feature.
     """
+    if dtype == "int":
+        for column, array in zip(columns, arrays, strict=True):
+            big = _beyond_int64(array)
+            if big is not None:
+                raise DataError(
+                    f"{path}: row {first_row + big}: feature `{name}`: column "
+                    f"`{column}`: {array[big].as_py()} {_BEYOND_INT64}"
+                )
     parts = [_column_values(array, dtype) for array in arrays]
     values = np.stack([p[0] for p in parts], axis=1)
     valid = np.stack([p[1] for p in parts], axis=1)
@@ -109,6 +142,41 @@ def feature_column(
     )
 
 
+_BEYOND_INT64 = "is above int64's maximum (2^63 - 1), which `dtype: int` holds"
+
+
+def _beyond_int64(values: pa.Array) -> int | None:
+    """The index of the first unsigned 64-bit value above int64's maximum
+    (numpy would wrap it to a negative number), or None."""
+    if values.type != pa.uint64() or len(values) == 0:
+        return None
+    big = pc.greater(values, pa.scalar(INT64_MAX, pa.uint64())).fill_null(False)
+    if not pc.any(big).as_py():
+        return None
+    return int(np.argmax(np.asarray(big, dtype=bool)))
+
+
+def _cast_list(
+    path: str, column: pa.Array, target: pa.DataType, noun: str, first: int, name: str
+) -> pa.Array:
+    """A list column cast to `list<target>`: integers to float32 as numpy
+    would (rounding: float32 holds integers exactly only up to 2^24); unsigned
+    integers above int64's maximum to int64 are an error naming the row."""
+    values_type = column.type.value_type
+    if pa.types.is_integer(values_type) and pa.types.is_floating(target.value_type):
+        return column.cast(target, safe=False)
+    if values_type == pa.uint64() and pa.types.is_integer(target.value_type):
+        values = column.flatten()
+        big = _beyond_int64(values)
+        if big is not None:
+            row = pc.list_parent_indices(column)[big].as_py()
+            raise DataError(
+                f"{path}: {noun} {first + row}: feature `{name}`: "
+                f"{values[big].as_py()} {_BEYOND_INT64}"
+            )
+    return column.cast(target)
+
+
 def conform(
     path: str, batch: pa.RecordBatch, config: Config, noun: str, first: int
 ) -> pa.RecordBatch:
@@ -116,12 +184,14 @@ def conform(
 
     Raises:
       DataError: a row (`noun` `first` + i) holds a number of values other
-        than the feature's size (or none).
+        than the feature's size (or none), or, for an `int` feature, an
+        unsigned value above int64's maximum.
     """
     schema = arrow_schema(config)
     arrays = []
     for name, feature in config.features.items():
-        column = batch.column(name).cast(schema.field(name).type)
+        target = schema.field(name).type
+        column = _cast_list(path, batch.column(name), target, noun, first, name)
         lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False)
         lengths = np.nan_to_num(lengths.astype(np.float64), nan=0.0)
         bad = (lengths != 0) & (lengths != feature.size)

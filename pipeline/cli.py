@@ -25,7 +25,9 @@ def _add_input_flags(parser: argparse.ArgumentParser) -> None:
         "--data", required=True, help="CSV, TFRecord or Parquet file, or a glob"
     )
     parser.add_argument(
-        "--format", choices=FORMATS, help="input format (default: from file names)"
+        "--format",
+        choices=FORMATS,
+        help="input format (default: from each file's content)",
     )
 
 

@@ -1,33 +1,55 @@
-"""Reading CSV files into record batches (`batch_layout`).
+"""Reading CSV files (plain or gzip) into record batches (`batch_layout`).
 
-The first row is a header; a scalar `x` is column `x`, a vector `[d]` the
-columns `x_0` ... `x_{d-1}`. A cell is a number, `nan`, `inf`, `-inf`, or
-empty (missing). Only configured columns are read.
+The first row is a header of UTF-8 names (a byte order mark before it is
+ignored, spaces around a name too); a scalar `x` is column `x`, a vector `[d]`
+the columns `x_0` ... `x_{d-1}`, each named once. A cell is a number, `nan`,
+`inf`, `-inf`, or empty (missing). Only configured columns are read. A gzip
+file (by its first bytes, whatever its name) is decompressed as it is read.
+
+Memory stays bounded whatever the file: the header is read up to
+`MAX_HEADER_BYTES`, and a row must fit in one Arrow block
+(`DEFAULT_BLOCK_SIZE`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import gzip
 import io
+import zlib
+from collections import Counter
 from collections.abc import Iterator
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import tensorflow as tf
 
 from tanhguard.errors import DataError
 from tanhguard.pipeline.batch_layout import (
+    GZIP_MAGIC,
     arrow_schema,
     arrow_value_type,
     feature_column,
+    is_gzip,
+    one_line,
 )
 from tanhguard.transforms.config import Config
 
 # Arrow's CSV block size: each block becomes one record batch (one TFT batch).
 # The streaming reader reads several blocks ahead: on a 1 GB file, 16 MB blocks
-# kept 0.7 GB resident, 4 MB blocks 0.27 GB, at the same speed.
+# kept 0.7 GB resident, 4 MB blocks 0.27 GB, at the same speed. It is also the
+# maximum row size: Arrow fails on a row that straddles two block boundaries.
 DEFAULT_BLOCK_SIZE = 4 << 20
 
+# The longest header line read (`/dev/zero` has no line end).
+MAX_HEADER_BYTES = 4 << 20
+
+_CHUNK = 1 << 16
+_BOM = b"\xef\xbb\xbf"
+# What the reading of a plain or gzip file raises on a corrupt or cut stream.
+_STREAM_ERRORS = (OSError, EOFError, zlib.error)
 
 _CELL_RULE = (
     " (cells must be numbers, `nan`, `inf`, `-inf` or empty; rows are numbered "
@@ -35,40 +57,147 @@ _CELL_RULE = (
 )
 
 
-def check_header(path: str, config: Config) -> bool:
-    """Checks that a CSV's header names every configured column.
+def _mib(size: int) -> str:
+    return f"{size / (1 << 20):g} MiB"
 
-    Returns:
-      Whether the file has at least one data row after the header.
+
+class _RawFile(io.RawIOBase):
+    """A `tf.io.gfile.GFile` as a Python raw stream (for `io.TextIOWrapper`)."""
+
+    def __init__(self, handle: tf.io.gfile.GFile):
+        super().__init__()
+        self._handle = handle
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        data = self._handle.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+@contextlib.contextmanager
+def _open_bytes(path: str) -> Iterator[io.BufferedIOBase]:
+    """The file's bytes (any filesystem TF reads), decompressed if gzip."""
+    with tf.io.gfile.GFile(path, "rb") as handle:
+        compressed = handle.read(2) == GZIP_MAGIC
+        handle.seek(0)
+        raw = io.BufferedReader(_RawFile(handle), _CHUNK)
+        if not compressed:
+            yield raw
+            return
+        with gzip.GzipFile(fileobj=raw, mode="rb") as unzipped:
+            yield unzipped
+
+
+def _first_line(path: str, handle, want_rows: bool) -> tuple[bytes, bool]:
+    """The first line of `handle` (at most `MAX_HEADER_BYTES`, without its
+    line end) and, with `want_rows`, whether any non-blank byte follows it."""
+    buffer = bytearray()
+    while True:
+        chunk = handle.read(_CHUNK)
+        ends = [i for i in (chunk.find(b"\n"), chunk.find(b"\r")) if i >= 0]
+        cut = min(ends) if ends else len(chunk)
+        buffer += chunk[:cut]
+        if len(buffer) > MAX_HEADER_BYTES:
+            raise DataError(
+                f"{path}: the header line is longer than {_mib(MAX_HEADER_BYTES)} "
+                "(csv_reader.MAX_HEADER_BYTES); is this a CSV file?"
+            )
+        if ends or not chunk:
+            rest = chunk[cut:]
+            break
+    has_rows = bool(rest.strip())
+    while want_rows and not has_rows and rest:
+        rest = handle.read(_CHUNK)
+        has_rows = bool(rest.strip())
+    return bytes(buffer), has_rows
+
+
+def _read_header(path: str, want_rows: bool = False) -> tuple[list[str], bool]:
+    """The header's column names (stripped of spaces) and, with `want_rows`,
+    whether a data row follows.
 
     Raises:
-      DataError: The file is empty, a configured column is not in its header,
-        or the header has more elements of a vector than its `shape`.
+      DataError: The file is empty, its first line is empty, too long or not
+        UTF-8, or a gzip file is corrupt.
     """
-    with tf.io.gfile.GFile(path, "r") as handle:
-        first = handle.readline()
-        second = handle.readline()
-    if not first.strip():
+    try:
+        with _open_bytes(path) as handle:
+            line, has_rows = _first_line(path, handle, want_rows)
+    except _STREAM_ERRORS as error:
+        raise DataError(
+            f"{path}: cannot read the header (a corrupt gzip file?): {one_line(error)}"
+        ) from None
+    if line.startswith(_BOM):
+        line = line[len(_BOM) :]
+    if not line.strip():
+        if has_rows:
+            raise DataError(
+                f"{path}: the first line is empty; it must be the header naming "
+                "the columns"
+            )
         raise DataError(f"{path}: the file is empty; expected a header row first")
-    header = next(csv.reader(io.StringIO(first)))
-    header = [column.strip() for column in header]
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise DataError(
+            f"{path}: the header (row 0) is not UTF-8 text: byte "
+            f"0x{line[error.start]:02x} at byte {error.start + 1} of the line"
+        ) from None
+    try:
+        header = next(csv.reader([text]))
+    except csv.Error as error:
+        raise DataError(f"{path}: cannot parse the header: {one_line(error)}") from None
+    return [column.strip() for column in header], has_rows
+
+
+def _check_columns(path: str, header: list[str], config: Config) -> None:
+    """Checks that the header names every configured column exactly once."""
+    counts = Counter(header)
     for name in config.features:
-        absent = [c for c in config.csv_columns(name) if c not in header]
+        columns = config.csv_columns(name)
+        for column in columns:
+            if counts[column] > 1:
+                raise DataError(
+                    f"{path}: feature `{name}`: column `{column}` appears "
+                    f"{counts[column]} times in the header (a duplicate name); "
+                    "a configured column must appear once"
+                )
+        absent = [c for c in columns if c not in counts]
         if absent:
             shown = ", ".join(header[:12]) + (", ..." if len(header) > 12 else "")
             raise DataError(
                 f"{path}: feature `{name}`: column(s) {absent} not in the header. "
-                f"The first row must be a header naming the columns; found: {shown}"
+                f"The first row must be a header naming the columns; found: "
+                f"{one_line(shown)}"
             )
         feature = config.features[name]
-        if feature.is_vector and f"{name}_{feature.size}" in header:
+        if feature.is_vector and f"{name}_{feature.size}" in counts:
             found = sum(1 for column in header if column.startswith(f"{name}_"))
             raise DataError(
                 f"{path}: feature `{name}`: `shape` is [{feature.size}] but the header "
                 f"also has column `{name}_{feature.size}` ({found} columns start "
                 f"with `{name}_`). Set `shape` to the vector's length."
             )
-    return bool(second.strip())
+
+
+def check_header(path: str, config: Config) -> bool:
+    """Checks that a CSV's header names every configured column once.
+
+    Returns:
+      Whether the file has at least one data row after the header.
+
+    Raises:
+      DataError: The file is empty; its header is not UTF-8 or longer than
+        `MAX_HEADER_BYTES`; a configured column is not in its header or more
+        than once; or the header has more elements of a vector than its
+        `shape`.
+    """
+    header, has_rows = _read_header(path, want_rows=True)
+    _check_columns(path, header, config)
+    return has_rows
 
 
 def read_csv_batches(
@@ -79,9 +208,13 @@ def read_csv_batches(
     Cells: a number; `nan`, `inf`, `-inf` (any case); or empty (missing).
 
     Raises:
-      DataError: A cell is not a number of the feature's type, or a configured
-        column is missing; the message names the file, row and column.
+      DataError: the header does not fit the config (see `check_header`), a
+        cell is not a number of the feature's type or not UTF-8, a row is
+        longer than `block_size`, or a gzip file is cut or corrupt; the
+        message names the file, and the row and column when known.
     """
+    header = _read_header(path)[0]
+    _check_columns(path, header, config)
     columns = {name: config.csv_columns(name) for name in config.features}
     column_types = {
         column: arrow_value_type(config.features[name].dtype)
@@ -89,10 +222,15 @@ def read_csv_batches(
         for column in names
     }
     schema = arrow_schema(config)
+    first_row = 1  # data rows are numbered from 1, the header is row 0
     try:
         reader = pa_csv.open_csv(
             _open_for_arrow(path),
-            read_options=pa_csv.ReadOptions(block_size=block_size),
+            # Our names (stripped) instead of the header row: Arrow matches
+            # `include_columns` against the names exactly.
+            read_options=pa_csv.ReadOptions(
+                block_size=block_size, column_names=header, skip_rows=1
+            ),
             convert_options=pa_csv.ConvertOptions(
                 include_columns=list(column_types),
                 column_types=column_types,
@@ -100,7 +238,6 @@ def read_csv_batches(
                 strings_can_be_null=False,
             ),
         )
-        first_row = 1  # data rows are numbered from 1, the header is row 0
         for batch in reader:
             arrays = [
                 feature_column(
@@ -115,56 +252,145 @@ def read_csv_batches(
             ]
             first_row += batch.num_rows
             yield pa.RecordBatch.from_arrays(arrays, schema=schema)
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
-        located = _locate_bad_cell(path, column_types)
-        if located is not None:
-            row, column, cell, kind = located
-            raise DataError(
-                f"{path}: row {row}: column `{column}`: {cell!r} is not a valid "
-                f"{kind}{_CELL_RULE}"
-            ) from None
-        message = _explain_arrow_error(error, column_types)
-        raise DataError(f"{path}: {message}") from None
+    except (pa.ArrowException, UnicodeDecodeError, *_STREAM_ERRORS) as error:
+        raise _explain(path, error, column_types, first_row, block_size) from None
+
+
+def _explain(
+    path: str, error: Exception, column_types: dict, first_row: int, block_size: int
+) -> DataError:
+    """The DataError for an error Arrow raised after `first_row - 1` rows."""
+    message = str(error) if not isinstance(error, UnicodeDecodeError) else ""
+    if "straddl" in message:  # Arrow: "straddling object straddles two block ..."
+        row = _find_long_row(path, block_size, first_row)
+        where = f"row {row}" if row is not None else f"a row after row {first_row - 1}"
+        return DataError(
+            f"{path}: {where} is longer than the maximum row size, "
+            f"{_mib(block_size)} (csv_reader.DEFAULT_BLOCK_SIZE, Arrow's block)"
+        )
+    if isinstance(error, _STREAM_ERRORS):
+        kind = "gzip-compressed CSV" if is_gzip(path) else "CSV"
+        return DataError(
+            f"{path}: cannot read the {kind} file after {first_row - 1} row(s) "
+            f"(truncated or corrupt?): {one_line(error)}"
+        )
+    located = _locate_bad_cell(path, column_types, first_row)
+    if located is not None:
+        return DataError(f"{path}: {located}")
+    return DataError(f"{path}: {_explain_arrow_error(message, column_types)}")
 
 
 def _parses(cell: str, dtype: pa.DataType) -> bool:
+    """Whether Arrow converts `cell` to `dtype` (an integer: within int64)."""
     if cell == "":
         return True
     try:
-        int(cell) if pa.types.is_integer(dtype) else float(cell)
+        if pa.types.is_integer(dtype):
+            return -(2**63) <= int(cell) < 2**63
+        float(cell)
     except ValueError:
         return False
     return True
 
 
-def _locate_bad_cell(path: str, column_types: dict) -> tuple | None:
-    """Finds the first cell Arrow could not convert (only on the error path)."""
-    with tf.io.gfile.GFile(path, "r") as handle:
-        reader = csv.reader(handle)
-        header = [column.strip() for column in next(reader, [])]
-        positions = {
-            column: header.index(column) for column in column_types if column in header
-        }
-        for row, cells in enumerate(reader, start=1):
-            for column, position in positions.items():
-                cell = cells[position].strip() if position < len(cells) else ""
-                dtype = column_types[column]
-                if not _parses(cell, dtype):
-                    kind = "integer" if pa.types.is_integer(dtype) else "number"
-                    return row, column, cell, kind
+def _not_utf8(cell: str) -> int | None:
+    """The first byte that was not UTF-8 in a cell decoded with
+    `surrogateescape`, or None."""
+    for char in cell:
+        if "\udc80" <= char <= "\udcff":
+            return ord(char) - 0xDC00
+    return None
+
+
+def _locate_bad_cell(path: str, column_types: dict, first_row: int) -> str | None:
+    """Where and why a row cannot be read: the first configured cell that is
+    not UTF-8 or not a number, or a row of the wrong number of cells (only on
+    the error path), from row `first_row` on (Arrow read the rows before).
+    Rows are counted as Arrow does: blank lines are none."""
+    try:
+        with _open_bytes(path) as raw:
+            text = io.TextIOWrapper(
+                raw, encoding="utf-8-sig", errors="surrogateescape", newline=""
+            )
+            reader = csv.reader(text)
+            header = [column.strip() for column in next(reader, [])]
+            positions = {
+                column: header.index(column)
+                for column in column_types
+                if column in header
+            }
+            row = 0
+            for cells in reader:
+                if not cells:
+                    continue
+                row += 1
+                if row < first_row:
+                    continue
+                if len(cells) != len(header):
+                    return (
+                        f"row {row}: holds {len(cells)} cell(s); the header has "
+                        f"{len(header)} columns"
+                    )
+                for column, position in positions.items():
+                    cell = cells[position].strip()
+                    byte = _not_utf8(cell)
+                    if byte is not None:
+                        return (
+                            f"row {row}: column `{column}`: the cell is not UTF-8 "
+                            f"text (byte 0x{byte:02x}){_CELL_RULE}"
+                        )
+                    dtype = column_types[column]
+                    if not _parses(cell, dtype):
+                        kind = "integer" if pa.types.is_integer(dtype) else "number"
+                        return (
+                            f"row {row}: column `{column}`: {one_line(repr(cell))} "
+                            f"is not a valid {kind}{_CELL_RULE}"
+                        )
+    except (csv.Error, *_STREAM_ERRORS):
+        return None
+    return None
+
+
+def _find_long_row(path: str, limit: int, first_row: int) -> int | None:
+    """The number of the first row from `first_row` on (the header is row 0)
+    longer than `limit` bytes, reading in bounded steps; None if there is
+    none (a quoted cell may hold line ends)."""
+    line, length = 0, 0
+    try:
+        with _open_bytes(path) as handle:
+            while chunk := handle.read(1 << 20):
+                ends = np.flatnonzero(np.frombuffer(chunk, np.uint8) == ord("\n"))
+                if ends.size:
+                    lengths = np.diff(ends, prepend=-1) - 1
+                    lengths[0] += length
+                    rows = line + np.arange(lengths.size)
+                    over = np.flatnonzero((lengths > limit) & (rows >= first_row))
+                    if over.size:
+                        return line + int(over[0])
+                    line += int(ends.size)
+                    length = len(chunk) - int(ends[-1]) - 1
+                else:
+                    length += len(chunk)
+                if length > limit and line >= first_row:
+                    return line
+    except _STREAM_ERRORS:
+        return None
     return None
 
 
 def _open_for_arrow(path: str):
-    """A local path as is (Arrow reads it natively); other filesystems via TF."""
+    """A local path as Arrow reads it natively; other filesystems via TF. A
+    gzip file is decompressed as a stream."""
+    compressed = is_gzip(path)
     if "://" not in path:
-        return path
-    return pa.PythonFile(tf.io.gfile.GFile(path, "rb"), mode="r")
+        return pa.input_stream(path, compression="gzip") if compressed else path
+    handle = pa.PythonFile(tf.io.gfile.GFile(path, "rb"), mode="r")
+    return pa.CompressedInputStream(handle, "gzip") if compressed else handle
 
 
-def _explain_arrow_error(error: Exception, column_types: dict) -> str:
+def _explain_arrow_error(message: str, column_types: dict) -> str:
     """Arrow's message, with the feature's expected type spelled out."""
-    message = str(error).strip()
+    message = one_line(message) or "not readable as CSV"
     hint = ""
     if "conversion error" in message:
         hint = _CELL_RULE

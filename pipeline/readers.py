@@ -6,8 +6,12 @@ file as Arrow record batches in one layout (see `batch_layout`): a
 vector and no value when missing. Files are read one per Beam element, so
 many files are read in parallel.
 
+The format of every file comes from its content, whatever its name
+(`detect_format`); `--format` must agree with it.
+
 Feature layout per format:
-  csv       a header; a scalar `x` is column `x`; a vector is `x_0` ... `x_{d-1}`.
+  csv       a header; a scalar `x` is column `x`; a vector is `x_0` ... `x_{d-1}`;
+            plain or gzip.
   tfrecord  `tf.Example`s; `x` is a float_list (int64_list for `dtype: int`)
             with 1 value, or d for a vector; an absent feature is missing.
   parquet   a scalar is a numeric column `x`; a vector is a list column `x` or
@@ -16,6 +20,9 @@ Feature layout per format:
 
 from __future__ import annotations
 
+import os
+import stat
+import zlib
 from collections.abc import Iterator, Sequence
 
 import apache_beam as beam
@@ -23,15 +30,22 @@ import pyarrow as pa
 import tensorflow as tf
 
 from tanhguard.errors import DataError
+from tanhguard.pipeline.batch_layout import GZIP_MAGIC, one_line
 from tanhguard.pipeline.csv_reader import check_header, read_csv_batches
 from tanhguard.pipeline.formats import FORMATS
 from tanhguard.pipeline.parquet_reader import check_parquet, read_parquet_batches
 from tanhguard.pipeline.progress import counted
-from tanhguard.pipeline.tfrecord_reader import check_tfrecord, read_tfrecord_batches
+from tanhguard.pipeline.tfrecord_reader import (
+    check_tfrecord,
+    is_tfrecord_start,
+    read_tfrecord_batches,
+)
 from tanhguard.transforms.config import Config
 
+# The format of a file whose content cannot tell (an empty file).
 _SUFFIXES = {
     ".csv": "csv",
+    ".csv.gz": "csv",
     ".tfrecord": "tfrecord",
     ".tfrecords": "tfrecord",
     ".tfrecord.gz": "tfrecord",
@@ -40,49 +54,182 @@ _SUFFIXES = {
     ".pq": "parquet",
 }
 
+_HEAD = 1 << 16  # bytes of a file read to tell its format
+_PARQUET_MAGIC = b"PAR1"
+
+
+def _kind_of_bytes(head: bytes, compressed: bool) -> tuple[str | None, str]:
+    """`(format, why)` from a file's first bytes (decompressed, if it is
+    gzip): format None when they cannot tell (empty, or binary but of no
+    known format)."""
+    gz = "gzip-compressed " if compressed else ""
+    if not head:
+        return None, f"it is {'an empty gzip stream' if compressed else 'empty'}"
+    if head.startswith(_PARQUET_MAGIC) and not compressed:
+        return "parquet", "it starts with Parquet's magic bytes PAR1"
+    if is_tfrecord_start(head):
+        return "tfrecord", f"it starts with {gz}TFRecord framing"
+    if b"\0" in head:
+        return None, (
+            f"its first bytes are {gz}binary data (a NUL byte) but neither "
+            "Parquet (PAR1), gzip nor TFRecord framing"
+        )
+    return "csv", f"it is {gz}text"
+
+
+def _gunzip_head(path: str, head: bytes) -> bytes:
+    """The first decompressed bytes of the gzip file starting with `head`."""
+    decompressor = zlib.decompressobj(wbits=31)
+    try:
+        return decompressor.decompress(head, 4096)
+    except zlib.error as error:
+        raise DataError(f"{path}: a corrupt gzip file: {error}") from None
+
+
+def content_format(path: str) -> tuple[str | None, str]:
+    """`(format, why)` from the first bytes of the file: Parquet's magic
+    `PAR1`; TFRecord framing (a record length and its masked CRC-32C), plain
+    or gzip; else text, plain or gzip, is CSV. Format None: the content
+    cannot tell (an empty or missing file, binary data of no known format).
+    """
+    try:
+        with tf.io.gfile.GFile(path, "rb") as handle:
+            head = handle.read(_HEAD)
+    except tf.errors.NotFoundError:
+        return None, "it does not exist"
+    except tf.errors.OpError as error:
+        raise DataError(
+            f"{path}: cannot read the file: {one_line(error.message)}"
+        ) from None
+    if head.startswith(GZIP_MAGIC):
+        return _kind_of_bytes(_gunzip_head(path, head), compressed=True)
+    return _kind_of_bytes(head, compressed=False)
+
+
+def _suffix_format(path: str) -> str | None:
+    name = path.lower()
+    return next((fmt for end, fmt in _SUFFIXES.items() if name.endswith(end)), None)
+
 
 def detect_format(files: Sequence[str], explicit: str | None = None) -> str:
-    """The input format: `explicit`, or the one every file's suffix names.
+    """The input format, from each file's content (`content_format`), whatever
+    its name: a file whose content cannot tell (an empty one) takes the
+    format its suffix names or, failing that, the other files'. With
+    `explicit` (`--format`), every file's content must agree with it.
 
     Raises:
-      DataError: an unknown `explicit` format, a suffix that names no format,
-        or files of different formats.
+      DataError: an unknown `explicit` format, a file whose content
+        contradicts it, a file of no known format, or files of different
+        formats.
     """
-    if explicit is not None:
-        if explicit not in FORMATS:
-            raise DataError(f"--format must be one of {FORMATS}. Received: {explicit}")
-        return explicit
-    found = {}
+    if explicit is not None and explicit not in FORMATS:
+        raise DataError(f"--format must be one of {FORMATS}. Received: {explicit}")
+    found, unknown = {}, []
     for path in files:
-        name = path.lower()
-        kind = next(
-            (fmt for suffix, fmt in _SUFFIXES.items() if name.endswith(suffix)), None
-        )
+        kind, why = content_format(path)
+        if explicit is not None:
+            if kind is not None and kind != explicit:
+                raise DataError(
+                    f"{path}: --format {explicit} was given, but the file is "
+                    f"{kind}: {why}; leave out --format to read it as {kind}"
+                )
+            continue
+        kind = kind or _suffix_format(path)
         if kind is None:
-            raise DataError(
-                f"{path}: cannot tell the format from the file name (known: "
-                f"{', '.join(sorted(_SUFFIXES))}); pass --format {'|'.join(FORMATS)}"
-            )
+            unknown.append((path, why))
+            continue
         found.setdefault(kind, path)
+    if explicit is not None:
+        return explicit
     if len(found) > 1:
         raise DataError(
             "the files mix formats "
             + ", ".join(f"{kind} ({path})" for kind, path in found.items())
-            + "; analyze one format at a time or pass --format"
+            + "; analyze one format at a time"
+        )
+    if not found:
+        path, why = unknown[0]
+        raise DataError(
+            f"{path}: cannot tell the format: {why}, and the file name ends in "
+            f"none of {', '.join(sorted(_SUFFIXES))}; pass --format "
+            f"{'|'.join(FORMATS)}"
         )
     return next(iter(found))
 
 
+_NOT_REGULAR = (
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _not_regular(path: str) -> str | None:
+    """What the local `path` is if it is not a regular file (or a link to
+    one), else None; a file on another filesystem (`gs://...`) is one."""
+    if "://" in path:
+        return None
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as error:
+        raise DataError(f"{path}: cannot read the file: {error.strerror}") from None
+    if stat.S_ISREG(mode):
+        return None
+    return next((kind for test, kind in _NOT_REGULAR if test(mode)), "not a file")
+
+
+def _check_regular(path: str) -> None:
+    """Raises DataError unless `path` is a regular file (see `_not_regular`)."""
+    kind = _not_regular(path)
+    if kind is None:
+        return
+    raise DataError(
+        f"{path}: {kind}, not a regular file: --data takes regular files (or a "
+        "directory of them), which end and can be read once per pass"
+    )
+
+
 def expand_pattern(pattern: str) -> list[str]:
-    """The files a glob matches, sorted.
+    """The data files `pattern` names, sorted.
+
+    `pattern` is a file, a glob (`tf.io.gfile.glob`, so `gs://...` too; the
+    directories it matches are left out), or a directory: every regular file
+    directly in it (not in its subdirectories, nor a device or pipe) but the
+    hidden ones, whose names begin with `.` or `_` (`_SUCCESS`,
+    `.part-0.crc`), as a Spark or Beam job's output directory holds them. A
+    file named or globbed must be a regular file (or a link to one): a device
+    or pipe (`/dev/zero`, `/dev/stdin`, a FIFO) may never end, and every pass
+    reads the files again.
 
     Raises:
-      DataError: Nothing matches.
+      DataError: Nothing matches, the directory holds no data file, or a
+        file named or globbed is not a regular file.
     """
-    files = sorted(tf.io.gfile.glob(pattern))
-    files = [path for path in files if not tf.io.gfile.isdir(path)]
-    if not files:
-        raise DataError(f"{pattern}: no file matches this path or glob")
+    if tf.io.gfile.isdir(pattern):
+        names = sorted(tf.io.gfile.listdir(pattern))
+        files = [
+            os.path.join(pattern, name.rstrip("/"))
+            for name in names
+            if not name.startswith((".", "_"))
+        ]
+        files = [
+            path
+            for path in files
+            if not tf.io.gfile.isdir(path) and _not_regular(path) is None
+        ]
+        if not files:
+            raise DataError(
+                f"{pattern}: the directory holds no data file (its subdirectories, "
+                "hidden files, named `.*` or `_*`, and devices or pipes are left out)"
+            )
+    else:
+        files = sorted(tf.io.gfile.glob(pattern))
+        files = [path for path in files if not tf.io.gfile.isdir(path)]
+        if not files:
+            raise DataError(f"{pattern}: no file matches this path or glob")
+    for path in files:
+        _check_regular(path)
     return files
 
 

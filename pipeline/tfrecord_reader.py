@@ -3,10 +3,15 @@
 `x` is a `float_list` (`int64_list` for `dtype: int`) of 1 value, or d for a
 vector; an absent feature is missing. Records are parsed by
 `tf.io.parse_example` in tf.data's own threads.
+
+A file must end after its last whole record: TF's reader stops silently at a
+cut inside a record's header (and, in a gzip file, at a cut between records),
+so the bytes of the records read are compared with the file's size.
 """
 
 from __future__ import annotations
 
+import re
 import zlib
 from collections.abc import Iterator
 
@@ -15,15 +20,64 @@ import pyarrow as pa
 import tensorflow as tf
 
 from tanhguard.errors import DataError
-from tanhguard.pipeline.batch_layout import conform, raw_feature_spec
+from tanhguard.pipeline.batch_layout import (
+    conform,
+    is_gzip,
+    one_line,
+    raw_feature_spec,
+)
 from tanhguard.transforms.config import Config
 
 TFRECORD_BATCH = 8192
 
 
-def _is_gzip(path: str) -> bool:
-    with tf.io.gfile.GFile(path, "rb") as handle:
-        return handle.read(2) == b"\x1f\x8b"
+def _crc32c_table() -> list[int]:
+    table = []
+    for byte in range(256):
+        crc = byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+        table.append(crc)
+    return table
+
+
+_CRC32C = _crc32c_table()
+
+
+def masked_crc32c(data: bytes) -> int:
+    """TFRecord's checksum: CRC-32C (Castagnoli) of `data`, masked (rotated
+    and offset) as TF's `crc32c::Mask` does. Pure Python: for a few bytes."""
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc = _CRC32C[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    crc ^= 0xFFFFFFFF
+    return ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+TFRECORD_HEADER = 12  # a record's 8-byte length and the 4-byte CRC of it
+
+
+def is_tfrecord_start(head: bytes) -> bool:
+    """Whether `head` (a file's first bytes, at least `TFRECORD_HEADER` of
+    them) starts with a TFRecord header: a little-endian 8-byte length and
+    its masked CRC-32C (what TF checks before reading a record; text passes
+    by chance once in 2^32)."""
+    if len(head) < TFRECORD_HEADER:
+        return False
+    crc = int.from_bytes(head[8:12], "little")
+    return masked_crc32c(head[:8]) == crc
+
+
+def _tf_message(error: tf.errors.OpError) -> str:
+    """TF's message on one line, without its graph-node and op decorations."""
+    text = re.sub(r"\{\{[^{}]*\}\}", " ", error.message)
+    text = re.sub(r"\[Op:\w+\]( name: \S*)?", " ", text)
+    return one_line(text)
+
+
+# TF's parser quotes a record that is not a protocol buffer in its message;
+# when those bytes are not UTF-8, reading the message raises this instead.
+_NOT_AN_EXAMPLE = "it is not a tf.Example protocol buffer"
 
 
 def _tfrecord_dataset(path: str, gzip: bool) -> tf.data.Dataset:
@@ -71,7 +125,7 @@ def _check_gzip_complete(path: str, read_bytes: int, records: int) -> None:
             handle.seek(length - 4)
             if int.from_bytes(handle.read(4), "little") == read_bytes % (1 << 32):
                 return
-    unread = f"{path}: cannot read the TFRecord file after {records} record(s)"
+    unread = _unread(path, records)
     try:
         size, complete = _gunzipped_size(path)
     except zlib.error as error:
@@ -85,6 +139,29 @@ def _check_gzip_complete(path: str, read_bytes: int, records: int) -> None:
             f"{unread} (corrupt?): the records end at byte {read_bytes} of "
             f"{size} decompressed bytes"
         )
+
+
+def _unread(path: str, records: int) -> str:
+    return f"{path}: cannot read the TFRecord file after {records} record(s)"
+
+
+def _check_plain_complete(path: str, read_bytes: int, records: int) -> None:
+    """Raises DataError unless the framed records read from the plain
+    TFRecord file `path` (`read_bytes`) are the whole file: TF's reader ends
+    without an error when the file is cut inside a record's header."""
+    size = tf.io.gfile.stat(path).length
+    if size != read_bytes:
+        raise DataError(
+            f"{_unread(path, records)} (truncated?): the records end at byte "
+            f"{read_bytes} of {size}; the rest is not a whole record"
+        )
+
+
+def _check_complete(path: str, gzip: bool, read_bytes: int, records: int) -> None:
+    if gzip:
+        _check_gzip_complete(path, read_bytes, records)
+    else:
+        _check_plain_complete(path, read_bytes, records)
 
 
 def _parsed_batches(path: str, gzip: bool, config: Config) -> tf.data.Dataset:
@@ -108,17 +185,29 @@ def _parsed_batches(path: str, gzip: bool, config: Config) -> tf.data.Dataset:
     )
 
 
-def _locate_bad_record(path: str, gzip: bool, config: Config, first: int) -> int | None:
+def _parse_problem(record: tf.Tensor, config: Config) -> str | None:
+    """Why one serialized record is not a `tf.Example` for the config, or
+    None if it parses."""
+    try:
+        tf.io.parse_example(record[tf.newaxis], raw_feature_spec(config))
+    except tf.errors.InvalidArgumentError as error:
+        return _tf_message(error)
+    except UnicodeDecodeError:
+        return _NOT_AN_EXAMPLE
+    return None
+
+
+def _locate_bad_record(
+    path: str, gzip: bool, config: Config, first: int
+) -> tuple[int, str] | None:
     """The number (from 1) of the first record from `first` on that does not
-    parse, looking one record at a time; None if none is found."""
-    spec = raw_feature_spec(config)
+    parse, and why, looking one record at a time; None if none is found."""
     records = _tfrecord_dataset(path, gzip).skip(first - 1).take(TFRECORD_BATCH)
     try:
         for offset, record in enumerate(records):
-            try:
-                tf.io.parse_example(record[tf.newaxis], spec)
-            except tf.errors.InvalidArgumentError:
-                return first + offset
+            problem = _parse_problem(record, config)
+            if problem is not None:
+                return first + offset, problem
     except tf.errors.OpError:
         pass
     return None
@@ -133,26 +222,35 @@ def read_tfrecord_batches(path: str, config: Config) -> Iterator[pa.RecordBatch]
         the file (and the records, when known).
     """
     first, read_bytes = 1, 0
-    gzip = _is_gzip(path)
+    gzip = is_gzip(path)
     batches = iter(_parsed_batches(path, gzip, config))
     while True:
         try:
             columns, rows, framed = next(batches)
         except StopIteration:
-            if gzip:
-                _check_gzip_complete(path, read_bytes, first - 1)
+            _check_complete(path, gzip, read_bytes, first - 1)
             return
-        except tf.errors.InvalidArgumentError as error:
-            record = _locate_bad_record(path, gzip, config, first)
-            where = f"record {record}" if record else f"records from {first}"
+        except (tf.errors.InvalidArgumentError, UnicodeDecodeError) as error:
+            located = _locate_bad_record(path, gzip, config, first)
+            if located is not None:
+                record, problem = located
+                raise DataError(
+                    f"{path}: record {record}: not a valid tf.Example for the "
+                    f"config: {problem}"
+                ) from None
+            problem = (
+                _NOT_AN_EXAMPLE
+                if isinstance(error, UnicodeDecodeError)
+                else _tf_message(error)
+            )
             raise DataError(
-                f"{path}: {where}: not a valid tf.Example for the config: "
-                f"{error.message.splitlines()[0]}"
+                f"{path}: records from {first}: not a valid tf.Example for the "
+                f"config: {problem}"
             ) from None
         except tf.errors.OpError as error:
             raise DataError(
-                f"{path}: cannot read the TFRecord file after {first - 1} "
-                f"record(s) (truncated or corrupt?): {error.message}"
+                f"{_unread(path, first - 1)} (truncated or corrupt?): "
+                f"{_tf_message(error)}"
             ) from None
         rows = int(rows)
         read_bytes += int(framed)
@@ -168,19 +266,24 @@ def read_tfrecord_batches(path: str, config: Config) -> Iterator[pa.RecordBatch]
 
 
 def check_tfrecord(path: str, config: Config) -> bool:
-    """Parses the first record; True if the file has one."""
+    """Parses the first record; True if the file has one.
+
+    Raises:
+      DataError: the file is not TFRecord, it holds no whole record but is
+        not empty (truncated), or its first record is not a `tf.Example` for
+        the config.
+    """
+    gzip = is_gzip(path)
     try:
-        first = next(iter(_tfrecord_dataset(path, _is_gzip(path)).take(1)), None)
+        first = next(iter(_tfrecord_dataset(path, gzip).take(1)), None)
     except tf.errors.OpError as error:
         raise DataError(
-            f"{path}: not a readable TFRecord file: {error.message}"
+            f"{path}: not a readable TFRecord file: {_tf_message(error)}"
         ) from None
     if first is None:
+        _check_complete(path, gzip, 0, 0)
         return False
-    try:
-        tf.io.parse_example(first[tf.newaxis], raw_feature_spec(config))
-    except tf.errors.InvalidArgumentError as error:
-        raise DataError(
-            f"{path}: record 1: not a valid tf.Example: {error.message.splitlines()[0]}"
-        ) from None
+    problem = _parse_problem(first, config)
+    if problem is not None:
+        raise DataError(f"{path}: record 1: not a valid tf.Example: {problem}")
     return True
