@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 
@@ -31,6 +32,13 @@ from tanhguard.transforms.config import Config
 
 SERVING_SIGNATURE = "serving_default"
 TENSORS_SIGNATURE = "transform_features"
+
+# The float64 values an int64 holds: -2**63 exactly, and below 2**63 at most
+# 2**63 - 1024 (float64's spacing there). A cast beyond them saturates to
+# INT64_MIN, whatever the sign, so +Inf would become the lowest value.
+_INT64_LOWEST = -(2.0**63)
+_INT64_HIGHEST = float(np.nextafter(2.0**63, 0.0))
+_INT64_MAX = 2**63 - 1
 
 
 def model_matrix_names(config: Config) -> list[str]:
@@ -59,6 +67,26 @@ def _dense_to_sparse(values: tf.Tensor) -> tf.SparseTensor:
     )
 
 
+def _int_feature(value: tf.Tensor) -> tf.SparseTensor:
+    """`[batch, size]` numbers -> an `int` feature's int64 SparseTensor.
+
+    Integers are kept (uint64 beyond int64 becomes its max). Floats (pandas
+    stores an int column with gaps as float64) are rounded, NaN is missing,
+    and the rest is clamped to the int64 range before the cast: +Inf and 1e30
+    become the largest int64-representable value (then the clip's `upper`),
+    -Inf the lowest.
+    """
+    if value.dtype.is_integer:
+        if value.dtype == tf.uint64:
+            value = tf.minimum(value, tf.constant(_INT64_MAX, tf.uint64))
+        return _dense_to_sparse(tf.cast(value, tf.int64))
+    wide = tf.cast(value, tf.float64)
+    indices = tf.where(~tf.math.is_nan(wide))
+    present = tf.round(tf.gather_nd(wide, indices))
+    values = tf.cast(tf.clip_by_value(present, _INT64_LOWEST, _INT64_HIGHEST), tf.int64)
+    return tf.SparseTensor(indices, values, tf.shape(value, out_type=tf.int64))
+
+
 class Preprocessor(tf.Module):
     """The preprocessing graph of an artifacts directory, callable on raw data.
 
@@ -77,11 +105,20 @@ class Preprocessor(tf.Module):
         """Validates and converts raw features to the graph's sparse inputs.
 
         Values may be any numeric type (float64 and int64 are cast); NaN in an
-        `int` feature is a missing value; an absent feature is missing in every
-        row.
+        `int` feature is a missing value, and its other values are rounded and
+        clamped to the int64 range (+Inf -> the largest); an absent feature is
+        missing in every row.
+
+        Every feature must have the same batch size (the first given
+        feature's) and its shape: `[batch]` (or `[batch, 1]`) for a scalar,
+        `[batch, d]` for a vector. Eager calls check the shapes here; in a
+        graph (the SavedModel's `transform_features` signature) assertions
+        check the batch sizes and `d` when it runs, with an
+        `InvalidArgumentError` that names the feature.
 
         Raises:
-          ExportError: an unknown feature name, a wrong shape, or no feature.
+          ExportError: an unknown feature name, a wrong shape or batch size,
+            or no feature.
         """
         unknown = sorted(set(raw) - set(self.config.features))
         if unknown:
@@ -92,6 +129,8 @@ class Preprocessor(tf.Module):
         if not raw:
             raise ExportError("no raw features given")
         dense: dict[str, tf.Tensor] = {}
+        checks: list[Any] = []
+        first: tuple[str, tf.Tensor] | None = None
         for name, value in raw.items():
             feature = self.config.features[name]
             value = tf.convert_to_tensor(value)
@@ -100,18 +139,37 @@ class Preprocessor(tf.Module):
                     f"feature `{name}`: values must be numbers. Received: "
                     f"dtype {value.dtype.name}"
                 )
+            wanted = f"[batch, {feature.size}]" if feature.is_vector else "[batch]"
             rank = value.shape.rank
             expected = (1, 2) if not feature.is_vector else (2,)
             last = value.shape[-1] if rank else None
             if rank not in expected or (
                 rank == 2 and last is not None and last != feature.size
             ):
-                wanted = f"[batch, {feature.size}]" if feature.is_vector else "[batch]"
                 raise ExportError(
                     f"feature `{name}`: expected shape {wanted}. "
                     f"Received: {value.shape.as_list() if rank else value.shape}"
                 )
-            dense[name] = tf.reshape(value, [-1, feature.size])
+            if rank == 2 and not tf.executing_eagerly():
+                # A loaded signature does not hold its inputs to their
+                # declared `[None, d]`: checked when the graph runs, too.
+                checks.append(
+                    tf.debugging.assert_equal(
+                        tf.shape(value)[1],
+                        feature.size,
+                        message=f"feature `{name}`: expected shape {wanted}",
+                    )
+                )
+            if first is None:
+                first = (name, value)
+            else:
+                checks += self._same_batch(name, value, *first)
+            dense[name] = value
+        with tf.control_dependencies(checks):
+            dense = {
+                name: tf.reshape(value, [-1, self.config.features[name].size])
+                for name, value in dense.items()
+            }
         batch = tf.shape(next(iter(dense.values())))[0]
         sparse = {}
         for name, feature in self.config.features.items():
@@ -122,21 +180,41 @@ class Preprocessor(tf.Module):
                     tf.zeros([0], dtype),
                     tf.cast(tf.stack([batch, feature.size]), tf.int64),
                 )
-                continue
-            value = dense[name]
-            if feature.dtype == "int":
-                present = ~tf.math.is_nan(tf.cast(value, tf.float64))
-                indices = tf.where(present)
-                values = tf.cast(
-                    tf.round(tf.gather_nd(tf.cast(value, tf.float64), indices)),
-                    tf.int64,
-                )
-                sparse[name] = tf.SparseTensor(
-                    indices, values, tf.shape(value, out_type=tf.int64)
-                )
+            elif feature.dtype == "int":
+                sparse[name] = _int_feature(dense[name])
             else:
-                sparse[name] = _dense_to_sparse(tf.cast(value, tf.float32))
+                sparse[name] = _dense_to_sparse(tf.cast(dense[name], tf.float32))
         return sparse
+
+    @staticmethod
+    def _same_batch(
+        name: str, value: tf.Tensor, first_name: str, first: tf.Tensor
+    ) -> list[Any]:
+        """Checks that `value` has `first`'s batch size: now if both are
+        known (`ExportError` if not), and in a graph also when it runs (the
+        assertion returned, whose error names the feature)."""
+        rows, first_rows = value.shape[0], first.shape[0]
+        if rows is not None and first_rows is not None and rows != first_rows:
+            raise ExportError(
+                f"feature `{name}`: batch size {rows}, but feature "
+                f"`{first_name}` has {first_rows}; every feature needs one "
+                "value (or vector) per row"
+            )
+        if tf.executing_eagerly():
+            return []
+        # In a graph, also when the graph runs: a loaded signature's inputs
+        # may have any batch size whatever their declared shapes.
+        return [
+            tf.debugging.assert_equal(
+                tf.shape(value)[0],
+                tf.shape(first)[0],
+                message=(
+                    f"feature `{name}`: batch size differs from feature "
+                    f"`{first_name}`'s; every feature needs one value (or "
+                    "vector) per row"
+                ),
+            )
+        ]
 
     def __call__(self, raw: Mapping[str, Any]) -> dict[str, tf.Tensor]:
         """The transformed features of a batch of raw features."""

@@ -2,8 +2,8 @@
 
 The vector (`tanhguard.transforms.layout`) holds every number; this module
 names them: counts, moments, quantiles, the derived clip, impute and scale
-parameters, the fractions clipped, and warnings. Each strategy adds its own
-fields (`stats_fields`).
+parameters, the fractions of the finite values clipped, and warnings. Each
+strategy adds its own fields (`stats_fields`).
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ from tanhguard.transforms.layout import (
 )
 from tanhguard.transforms.slots import plan_slots
 
-# stats.json's layout version; bumped when a field changes meaning.
-STATS_FORMAT_VERSION = 2
+# stats.json's layout version; bumped when a field changes meaning (3:
+# `clipped_below`/`clipped_above` are fractions of the finite values).
+STATS_FORMAT_VERSION = 3
 
 
 def _to_json_number(value: float) -> float | None:
@@ -41,10 +42,12 @@ def unpack_stats_vector(config: Config, vector: np.ndarray) -> dict[str, Any]:
     Returns:
       `{"num_rows": N, "features": {...}}` where `features[name]` holds the
       counts, moments, quantiles, the derived clip, impute and scale
-      parameters, the fractions of values clipped below and above, and
-      warnings: plain numbers for a scalar or shared vector feature, lists of
-      length d for an elementwise vector feature. The clip, impute and scale
-      parameters are the float32 values the graph applies, written exactly.
+      parameters, the fractions of the finite values clipped below and
+      above, and warnings: plain numbers for a scalar or shared vector
+      feature, lists of length d for an elementwise vector feature. The clip,
+      impute and scale parameters are the values the graph applies, written
+      exactly: float32 values, but a `log_zscore` feature's center and scale
+      are float64 (its path computes in float64).
     """
     vector = np.asarray(vector, dtype=np.float64)
     slots = plan_slots(config)
@@ -58,24 +61,42 @@ def unpack_stats_vector(config: Config, vector: np.ndarray) -> dict[str, Any]:
     rows_of = {
         field: vector[field_slice(field, count)] for field in PHASE0_FIELDS + FIT_FIELDS
     }
+    # What the graph applies: float32 numbers, but the float64 center and
+    # scale of the `log_zscore` path (`tanhguard.transforms.mappers`).
+    log = np.array([slot.scale.log for slot in slots], dtype=bool)
     for field in ("lower", "upper", "center", "scale", "impute_value"):
-        rows_of[field] = rows_of[field].astype(np.float32).astype(np.float64)
+        rounded = rows_of[field].astype(np.float32).astype(np.float64)
+        if field in ("center", "scale"):
+            rounded = np.where(log, rows_of[field], rounded)
+        rows_of[field] = rounded
     features: dict[str, Any] = {}
     offset = 0
     for name, feature in config.features.items():
         span = slice(offset, offset + feature.slots)
         offset += feature.slots
-        values_per_slot = num_rows * (feature.size // feature.slots)
         features[name] = _feature_stats(
-            feature,
-            {field: rows[span] for field, rows in rows_of.items()},
-            values_per_slot,
+            feature, {field: rows[span] for field, rows in rows_of.items()}
         )
     return {"num_rows": num_rows, "features": features}
 
 
+def _finite_fraction(
+    clipped: np.ndarray, infinities: np.ndarray, finite: np.ndarray, inf: str
+) -> np.ndarray:
+    """The fraction of the finite values clipped on one side (0 without any).
+
+    The vector counts every value the graph clips on that side, as the
+    `__clipped` indicator flags them: under `inf: clip` that includes the
+    +Inf (above) or -Inf (below) values, which the first phase counted
+    (`pos_inf`, `neg_inf`); under `inf: missing` they were imputed instead.
+    """
+    if inf == "clip":
+        clipped = clipped - infinities
+    return np.where(finite > 0, clipped / np.maximum(finite, 1.0), 0.0)
+
+
 def _feature_stats(
-    feature: FeatureConfig, raw: dict[str, np.ndarray], values_per_slot: int
+    feature: FeatureConfig, raw: dict[str, np.ndarray]
 ) -> dict[str, Any]:
     """stats.json's entry for one feature from its `[slots]` fields."""
     listed = feature.is_vector and feature.elementwise
@@ -89,8 +110,9 @@ def _feature_stats(
             items = [_to_json_number(v) for v in values]
         return items if listed else items[0]
 
-    def fraction(values: np.ndarray) -> np.ndarray:
-        return values / max(values_per_slot, 1)
+    def undefined(values: np.ndarray) -> np.ndarray:
+        """NaN (null in JSON) where a slot has no finite value."""
+        return np.where(raw["count"] == 0, np.nan, values)
 
     clip_entry: dict[str, Any] = {
         "strategy": feature.clip.strategy,
@@ -112,9 +134,9 @@ def _feature_stats(
         ]
     return {
         **{key: shaped(raw[key], int) for key in COUNT_FIELDS},
-        **{key: shaped(raw[key]) for key in ("mean", "std", "min", "max")},
+        **{key: shaped(undefined(raw[key])) for key in ("mean", "std", "min", "max")},
         "quantiles": {
-            str(p): shaped(raw[field])
+            str(p): shaped(undefined(raw[field]))
             for p, field in zip(REPORTED_QUANTILES, QUANTILE_FIELDS, strict=True)
         },
         "impute": {
@@ -123,8 +145,16 @@ def _feature_stats(
         },
         "inf": feature.inf,
         "clip": clip_entry,
-        "clipped_below": shaped(fraction(raw["clipped_below"])),
-        "clipped_above": shaped(fraction(raw["clipped_above"])),
+        "clipped_below": shaped(
+            _finite_fraction(
+                raw["clipped_below"], raw["neg_inf"], raw["count"], feature.inf
+            )
+        ),
+        "clipped_above": shaped(
+            _finite_fraction(
+                raw["clipped_above"], raw["pos_inf"], raw["count"], feature.inf
+            )
+        ),
         "scale": scale_entry,
         "elementwise": feature.elementwise,
         "indicators": list(feature.indicators),

@@ -50,8 +50,10 @@ from tanhguard.transforms.strategies import FLOAT32_MAX, ClippedSlot
 # A scale this small relative to the center is float rounding, not spread: a
 # column of one repeated float32 value has a float64 std of about 1e-16 * |c|,
 # while two float32 values one ulp apart differ by about 6e-8 * |c|.
+# A std below the smallest normal float32 cannot be applied: TensorFlow's CPU
+# kernels flush subnormals to zero.
 RELATIVE_ZERO_SCALE = 1e-12
-ABSOLUTE_ZERO_SCALE = 1e-30
+ABSOLUTE_ZERO_SCALE = float(np.finfo(np.float32).tiny)
 
 # The MAD summary's rank error: the same as the reported quantiles' (a tenth
 # of a step of the 1,000-point grid).
@@ -67,6 +69,15 @@ def _to_float32_range(values: np.ndarray) -> np.ndarray:
     """Clamps to the finite float32 range and rounds to float32 (NaN stays)."""
     clamped = np.clip(values, -FLOAT32_MAX, FLOAT32_MAX)
     return clamped.astype(np.float32).astype(np.float64)
+
+
+def _as_applied(values: np.ndarray, log: np.ndarray) -> np.ndarray:
+    """A center or scale per slot, at the precision the graph applies it:
+    float64 on the `log_zscore` path (where `g` squeezes the spread of values
+    far from 0 into digits float32 lacks), float32 elsewhere; clamped to the
+    finite float32 range either way."""
+    clamped = np.clip(values, -FLOAT32_MAX, FLOAT32_MAX)
+    return np.where(log, clamped, _to_float32_range(values))
 
 
 def check_finite_data(slots: list[Slot], parameters: np.ndarray) -> None:
@@ -144,6 +155,8 @@ def fit(
 ) -> np.ndarray:
     """The `FIT_FIELDS` vector (field-major over slots) for the graph and stats.
 
+    `center` and `scale` are float32 values, except for `log_zscore` slots,
+    which the graph computes in float64 (`tanhguard.transforms.mappers`).
     Constant slots (the std of the clipped finite values is 0 up to float
     rounding) get scale 0, which the graph turns into an output of 0; the
     `none` scaler keeps scale 1. A slot with no finite values (allowed only
@@ -189,8 +202,9 @@ def fit(
         out["clipped_below"][index] = merged.below[0]
         out["clipped_above"][index] = merged.above[0]
         out["flags"][index] = flags
-    out["center"] = _to_float32_range(out["center"])
-    out["scale"] = _to_float32_range(out["scale"])
+    log = np.array([slot.scale.log for slot in slots], dtype=bool)
+    out["center"] = _as_applied(out["center"], log)
+    out["scale"] = _as_applied(out["scale"], log)
     for name in GRAPH_FIELDS:
         bad = ~np.isfinite(out[name])
         if bad.any():

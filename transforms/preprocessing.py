@@ -9,7 +9,8 @@ value, +Inf becomes `upper` and -Inf becomes `lower`; `lower`/`upper` come from
 the clip strategy, `g` is the identity or `sign(v) * log1p(|v|)` for
 `log_zscore`, and `center`/`scale` are fitted on the clipped finite training
 values. A constant feature gives 0. Every output is finite and inside `[-B, B]`
-for every input value.
+for every input value. `log_zscore` features compute `g`, the centering and
+the scaling in float64; the others compute in float32.
 """
 
 from __future__ import annotations
@@ -73,9 +74,12 @@ def _side_by_side(
     )
 
 
-def _per_element(values: tf.Tensor, feature: FeatureConfig) -> tf.Tensor:
-    """A float32 `[slots]` parameter spread over the feature's `[size]` elements."""
-    values = tf.cast(values, tf.float32)
+def _per_element(
+    values: tf.Tensor, feature: FeatureConfig, dtype: tf.DType = tf.float32
+) -> tf.Tensor:
+    """A `[slots]` parameter spread over the feature's `[size]` elements, as
+    `dtype` (float32; float64 for the `log_zscore` path's center and scale)."""
+    values = tf.cast(values, dtype)
     if feature.slots == feature.size:
         return values
     return tf.tile(values, [feature.size])
@@ -147,13 +151,16 @@ def build_preprocessing_fn(
         for name, feature in config.features.items():
             span = slice(offset, offset + feature.slots)
             offset += feature.slots
+            # The `log_zscore` path computes in float64 with the float64
+            # center and scale the fit phase keeps for it (see `mappers`).
+            fitted = tf.float64 if feature.scale.log else tf.float32
             out, missing, clipped = guard(
                 xs[name],
                 impute_value=_per_element(applied["impute_value"][span], feature),
                 lower=_per_element(applied["lower"][span], feature),
                 upper=_per_element(applied["upper"][span], feature),
-                center=_per_element(applied["center"][span], feature),
-                scale=_per_element(applied["scale"][span], feature),
+                center=_per_element(applied["center"][span], feature, fitted),
+                scale=_per_element(applied["scale"][span], feature, fitted),
                 bound=feature.output_bound,
                 log=feature.scale.log,
             )
