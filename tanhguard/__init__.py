@@ -20,9 +20,6 @@ below is imported from its module on first use.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from tanhguard.errors import (
     ArtifactsError,
     ConfigError,
@@ -33,6 +30,7 @@ from tanhguard.errors import (
     OutputExistsError,
     TanhguardError,
 )
+from tanhguard.lazy import lazy_attributes
 from tanhguard.version import __version__
 
 # Public name -> the module that defines it, imported on first use.
@@ -49,17 +47,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'tanhguard' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY])
-
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)
 
 __all__ = [
     "ArtifactsError",

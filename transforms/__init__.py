@@ -12,8 +12,7 @@ imported on first use.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from tanhguard.lazy import lazy_attributes
 
 _LAZY = {
     "Config": "tanhguard.transforms.config",
@@ -27,16 +26,6 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'tanhguard.transforms' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY])
-
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)
 
 __all__ = sorted(_LAZY)

@@ -131,3 +131,19 @@ def test_importing_the_config_loads_no_tensorflow_beam_or_pyarrow(module):
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_the_public_api_resolves_every_name_it_exports():
+    code = (
+        "import tanhguard as g, tanhguard.transforms as t\n"
+        "missing = [n for n in g.__all__ if getattr(g, n, None) is None]\n"
+        "missing += [n for n in t.__all__ if getattr(t, n, None) is None]\n"
+        "print(g.__version__, missing, callable(t.preprocessing_fn))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    version, missing, callable_ = done.stdout.split()
+    assert version.count(".") == 2
+    assert (missing, callable_) == ("[]", "True")
