@@ -52,6 +52,7 @@ setup(
         "test": [
             "pytest>=8",
             "hypothesis>=6.100",
+            "jsonschema>=4.18",
             "ruff==0.17.6",
             "scikit-learn>=1.4",
         ],

@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import platform
 import signal
 import sys
 import traceback
@@ -13,11 +14,15 @@ from collections.abc import Sequence
 
 from tanhguard.errors import TanhguardError
 from tanhguard.pipeline.formats import FORMATS
-from tanhguard.pipeline.progress import configure_logging
+from tanhguard.pipeline.progress import configure_logging, quiet_third_party
+from tanhguard.version import __version__
 
 EXIT_OK = 0
 EXIT_ERROR = 1
 DEBUG_ENV = "TANHGUARD_DEBUG"
+# Commands that load TensorFlow (its start-up lines are captured unless
+# --verbose); `config-schema` does not.
+TENSORFLOW_COMMANDS = ("analyze", "run", "transform", "export", "demo", "audit")
 
 
 def _add_input_flags(parser: argparse.ArgumentParser) -> None:
@@ -34,6 +39,8 @@ def _add_input_flags(parser: argparse.ArgumentParser) -> None:
 def _add_output_format(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--output-format",
+        "--output_format",  # the spelling of Beam's flags beside it
+        dest="output_format",
         choices=FORMATS,
         default="parquet",
         help="format of the transformed shards (default parquet)",
@@ -68,6 +75,11 @@ def _parser() -> argparse.ArgumentParser:
             "Finite, bounded model inputs: per-feature statistics, clip bounds and "
             "scaling computed by a TensorFlow Transform job."
         ),
+    )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"tanhguard {__version__} (Python {platform.python_version()})",
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -156,13 +168,6 @@ def _command_flags(command: str) -> list[str]:
     return []
 
 
-def _quiet_tensorflow() -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import logging
-
-    logging.getLogger("absl").setLevel(logging.ERROR)
-
-
 def _print_summary(stats: dict, output: str) -> None:
     from tanhguard.pipeline.report import summary_table
 
@@ -225,10 +230,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     Every `TanhguardError` becomes one line on stderr, `tanhguard: error:
     ...`, and exit status 1; a usage error exits 2 (argparse).
     """
-    _quiet_tensorflow()
     args, beam_args = _parser().parse_known_args(argv)
+    hint = _unquoted_glob_hint(args, beam_args)
     if args.command not in ("analyze", "run", "transform") and beam_args:
-        _parser().error(f"unrecognized arguments: {' '.join(beam_args)}")
+        _parser().error(f"unrecognized arguments: {' '.join(beam_args)}{hint}")
     if beam_args:
         from tanhguard.pipeline.beam_flags import unknown_beam_flags
 
@@ -237,6 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _parser().error(
                 "unrecognized arguments, neither tanhguard's nor Apache Beam's: "
                 + ", ".join(unknown)
+                + hint
             )
     if getattr(args, "quiet", False):
         configure_logging(logging.WARNING)
@@ -245,6 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         configure_logging(logging.INFO)
     if not getattr(args, "verbose", False):
+        quiet_third_party(import_tensorflow=args.command in TENSORFLOW_COMMANDS)
         # Beam logs a worker's exception before re-raising it: the error
         # would be printed twice, with a traceback.
         logging.getLogger("apache_beam").setLevel(logging.CRITICAL)
@@ -277,6 +284,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             debug,
         )
     return EXIT_OK
+
+
+def _unquoted_glob_hint(args: argparse.Namespace, extra: Sequence[str]) -> str:
+    """A hint when the shell expanded an unquoted `--data` glob: the first
+    file became `--data`'s value and the others stray arguments."""
+    data = getattr(args, "data", None)
+    strays = [a for a in extra if not a.startswith("-") and os.path.exists(a)]
+    if data is None or not strays or not os.path.exists(data):
+        return ""
+    names = [data, *strays]
+    # Character by character on purpose: `big-1.parquet`, `big-2.parquet`
+    # -> `big-` and `.parquet`.
+    prefix = os.path.commonprefix(names)  # noqa: RUF071
+    suffix = os.path.commonprefix([n[::-1] for n in names])[::-1]  # noqa: RUF071
+    suffix = suffix[max(0, len(suffix) - (len(data) - len(prefix))) :]
+    return (
+        f"; the shell expanded an unquoted glob into {len(names)} files? "
+        f"--data takes one value: quote the pattern, e.g. --data '{prefix}*{suffix}'"
+    )
 
 
 def _stopped_by(signum: int) -> int:

@@ -9,8 +9,11 @@ INFO and above on stderr as `tanhguard: ...` lines (`configure_logging`);
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import tempfile
 import time
+import warnings
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -38,6 +41,44 @@ def configure_logging(level: int = logging.INFO) -> None:
     root.addHandler(handler)
     root.setLevel(level)
     root.propagate = False
+
+
+def quiet_third_party(import_tensorflow: bool) -> None:
+    """Keeps TensorFlow's, absl's and the Google libraries' start-up lines
+    off the terminal (`--verbose` does not call this).
+
+    TensorFlow logs from C++ before Python's logging exists: the oneDNN,
+    CUDA-driver and CPU-feature lines and absl's "All log messages before
+    absl::InitializeLog()" go straight to file descriptor 2.
+    `TF_CPP_MIN_LOG_LEVEL=3` (unless the user set it) removes the ones TF
+    logs later (a failed `cuInit` when the first op runs, also in Beam's
+    worker processes, which inherit it); the absl lines ignore it, so fd 2 is
+    pointed at a temporary file for the import itself and the captured text
+    is written back if the import fails. Third-party Python warnings
+    (FutureWarning, DeprecationWarning from google-auth, Beam, TFT) are
+    ignored; tanhguard's own warnings are not.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    warnings.filterwarnings("ignore", module=r"(?!tanhguard)")
+    logging.getLogger("absl").setLevel(logging.ERROR)
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    if not import_tensorflow or "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        except BaseException:
+            os.dup2(saved, 2)
+            captured.seek(0)
+            sys.stderr.write(captured.read().decode("utf-8", "replace"))
+            sys.stderr.flush()
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def counted(path: str, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:

@@ -2,62 +2,127 @@
 
 from __future__ import annotations
 
+import textwrap
 from typing import Any
 
+# The summary fits a 100-column terminal: the feature name gets what the
+# numbers leave, and a longer name is cut with "~" (stats.json has it whole).
+WIDTH = 100
+COLUMNS = (  # (title, width)
+    ("missing", 8),
+    ("nan/inf", 8),
+    ("min", 10),
+    ("max", 10),
+    ("clip lower", 11),
+    ("clip upper", 11),
+    ("clipped", 8),
+    ("center", 10),
+    ("scale", 10),
+)
+NAME_WIDTH = WIDTH - sum(width for _, width in COLUMNS)
 
-def _first(value: Any) -> Any:
-    """A vector feature's first element, for a one-line summary."""
-    return value[0] if isinstance(value, list) else value
 
-
-def _number(value: Any) -> str:
-    value = _first(value)
+def _count(value: int | None) -> str:
     if value is None:
         return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return f"{value:.4g}"
+    if value >= 10_000_000:
+        return f"{value / 1e6:.0f}M"
+    if value >= 1_000_000:
+        return f"{value / 1e6:.1f}M"
+    return f"{value:,}"
+
+
+def _number(value: float | None) -> str:
+    # 3 significant digits: at most 9 characters ("-3.18e+04").
+    return "-" if value is None else f"{value:.3g}"
+
+
+def _at(value: Any, index: int | None) -> Any:
+    """Element `index` of a per-element value; a shared value as it is."""
+    return value[index] if index is not None and isinstance(value, list) else value
+
+
+def _clipped_share(feature: dict[str, Any], index: int | None) -> float:
+    return _at(feature["clipped_below"], index) + _at(feature["clipped_above"], index)
+
+
+def worst_element(feature: dict[str, Any]) -> int:
+    """The element of a vector feature with the largest share clipped (the
+    first on a tie)."""
+    shares = [_clipped_share(feature, i) for i in range(len(feature["count"]))]
+    return max(range(len(shares)), key=shares.__getitem__)
+
+
+def _wrap(text: str) -> str:
+    return textwrap.fill(
+        text,
+        WIDTH,
+        initial_indent="  ",
+        subsequent_indent="    ",
+        break_long_words=True,
+    )
+
+
+def _label(name: str, suffix: str = "") -> str:
+    room = NAME_WIDTH - 1 - len(suffix)
+    if len(name) > room:
+        name = name[: room - 1] + "~"
+    return name + suffix
 
 
 def summary_table(stats: dict[str, Any]) -> str:
-    """One line per feature: counts of bad values, the bounds, the share of
-    values clipped and the scale; then every warning.
+    """One line per feature, at most 100 characters wide: counts of missing
+    and non-finite values, the raw range, the clip bounds, the share of finite
+    values clipped, and the scaler; then notes on vectors and every warning.
 
-    For an elementwise vector feature the line shows element 0; stats.json has
-    every element.
+    An elementwise vector feature shows its most clipped element,
+    `name[i]`, and a note says how many elements it has; stats.json has every
+    element.
     """
-    header = (
-        f"{'feature':<16}{'finite':>9}{'missing':>9}{'nan':>7}{'+inf':>7}"
-        f"{'-inf':>7}{'min':>12}{'max':>12}{'clip lower':>12}{'clip upper':>12}"
-        f"{'clipped':>9}{'center':>11}{'scale':>11}"
+    header = f"{'feature':<{NAME_WIDTH}}" + "".join(
+        f"{title:>{width}}" for title, width in COLUMNS
     )
     lines = [f"{stats['num_rows']:,} rows analyzed", header, "-" * len(header)]
+    notes = []
     for name, feature in stats["features"].items():
-        label = name if not isinstance(feature["count"], list) else f"{name}[0]"
+        index = None
+        label = _label(name)
+        if isinstance(feature["count"], list):
+            index = worst_element(feature)
+            size = len(feature["count"])
+            label = _label(name, f"[{index}]")
+            notes.append(
+                f"{name}: {size} elements; the line shows element {index}, "
+                "the most clipped (stats.json has each)"
+            )
+
+        def at(value: Any, index: int | None = index) -> Any:
+            return _at(value, index)
+
+        values = {
+            "missing": _count(at(feature["missing"])),
+            "nan/inf": _count(
+                at(feature["nan"]) + at(feature["pos_inf"]) + at(feature["neg_inf"])
+            ),
+            "min": _number(at(feature["min"])),
+            "max": _number(at(feature["max"])),
+            "clip lower": _number(at(feature["clip"]["lower"])),
+            "clip upper": _number(at(feature["clip"]["upper"])),
+            "clipped": f"{100 * _clipped_share(feature, index):.2f}%",
+            "center": _number(at(feature["scale"]["center"])),
+            "scale": _number(at(feature["scale"]["scale"])),
+        }
         lines.append(
-            f"{label:<16}{_number(feature['count']):>9}"
-            f"{_number(feature['missing']):>9}{_number(feature['nan']):>7}"
-            f"{_number(feature['pos_inf']):>7}{_number(feature['neg_inf']):>7}"
-            f"{_number(feature['min']):>12}{_number(feature['max']):>12}"
-            f"{_number(feature['clip']['lower']):>12}"
-            f"{_number(feature['clip']['upper']):>12}"
-            f"{_percent(feature):>9}"
-            f"{_number(feature['scale']['center']):>11}"
-            f"{_number(feature['scale']['scale']):>11}"
+            f"{label:<{NAME_WIDTH}}"
+            + "".join(f"{values[title]:>{width}}" for title, width in COLUMNS)
         )
+    if notes:
+        lines += ["", "Vectors:", *map(_wrap, notes)]
     warnings = [
-        f"  {name}: {warning}"
+        _wrap(f"{name}: {warning}")
         for name, feature in stats["features"].items()
         for warning in feature["warnings"]
     ]
     if warnings:
         lines += ["", "Warnings:", *warnings]
     return "\n".join(lines)
-
-
-def _percent(feature: dict[str, Any]) -> str:
-    """Share of values clipped (below + above), element 0 of a vector."""
-    share = _first(feature["clipped_below"]) + _first(feature["clipped_above"])
-    return f"{100 * share:.2f}%"

@@ -1,0 +1,85 @@
+"""What a user sees on the terminal: only tanhguard's lines, `--version`,
+hints for common command-line mistakes."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tanhguard.pipeline.cli import main
+from tanhguard.version import __version__
+
+
+def _tanhguard(*argv: str, cwd: Path) -> subprocess.CompletedProcess:
+    """The command in a fresh interpreter, as a user runs it: TensorFlow is
+    imported for the first time there, which is when it prints."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TF_CPP")}
+    return subprocess.run(
+        [sys.executable, "-m", "tanhguard.pipeline.cli", *argv],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@pytest.fixture
+def small_job(tmp_path):
+    (tmp_path / "d.csv").write_text("x\n" + "".join(f"{v}\n" for v in range(50)))
+    (tmp_path / "c.yaml").write_text("features:\n  x: {}\n")
+    return tmp_path
+
+
+def test_analyze_prints_only_tanhguards_lines_on_stderr(small_job):
+    done = _tanhguard(
+        "analyze", "--config", "c.yaml", "--data", "d.csv", "--output", "a",
+        cwd=small_job,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    assert lines, "progress lines expected"
+    assert [line for line in lines if not line.startswith("tanhguard: ")] == []
+    assert "Artifacts:" in done.stdout
+
+
+def test_version_needs_no_other_argument(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0
+    assert capsys.readouterr().out.startswith(f"tanhguard {__version__} (Python ")
+
+
+def test_an_unquoted_glob_gets_a_hint_to_quote_it(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for i in (1, 2, 3):
+        (tmp_path / f"big-{i}.parquet").write_bytes(b"")
+    # What the shell passes for `--data big-*.parquet` unquoted.
+    argv = ["analyze", "--config", "c.yaml", "--data", "big-1.parquet"]
+    with pytest.raises(SystemExit) as stop:
+        main([*argv, "big-2.parquet", "big-3.parquet", "--output", "o"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "big-2.parquet, big-3.parquet" in err
+    assert "quote the pattern, e.g. --data 'big-*.parquet'" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_stray_argument_that_is_no_file_gets_no_glob_hint(capsys):
+    with pytest.raises(SystemExit):
+        main(["export", "--artifacts", "a", "--output", "o", "stray"])
+    err = capsys.readouterr().err
+    assert "unrecognized arguments: stray" in err
+    assert "quote" not in err
+
+
+@pytest.mark.parametrize("spelling", ["--output-format", "--output_format"])
+def test_output_format_takes_both_spellings(small_job, capsys, spelling):
+    out = small_job / "out"
+    argv = ["run", "--config", str(small_job / "c.yaml")]
+    argv += ["--data", str(small_job / "d.csv"), "--output", str(out)]
+    assert main([*argv, spelling, "tfrecord", "--quiet"]) == 0
+    shards = sorted(p.name for p in (out / "rows").iterdir())
+    assert shards and all(".tfrecord" in name for name in shards), shards
