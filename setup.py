@@ -21,6 +21,29 @@ setup(
     ),
     long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    license_files=["LICENSE"],
+    keywords=[
+        "tensorflow",
+        "tensorflow-transform",
+        "tfx",
+        "apache-beam",
+        "preprocessing",
+        "clipping",
+        "normalization",
+        "keras",
+    ],
+    classifiers=[
+        "Development Status :: 3 - Alpha",
+        "Intended Audience :: Developers",
+        "Intended Audience :: Science/Research",
+        "Operating System :: POSIX :: Linux",
+        "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3.10",
+        "Programming Language :: Python :: 3.11",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+        "Typing :: Typed",
+    ],
     python_requires=">=3.10",
     # One distribution, import package `tanhguard` (tanhguard/: the public API
     # and the exceptions); the top-level folders of the repository are its
@@ -38,7 +61,8 @@ setup(
         "tanhguard.pipeline": "pipeline",
         "tanhguard.configs": "configs",
     },
-    package_data={"tanhguard.configs": ["*.yaml"]},
+    # py.typed (PEP 561): the package and its sub-packages are typed.
+    package_data={"tanhguard": ["py.typed"], "tanhguard.configs": ["*.yaml"]},
     install_requires=[
         "tensorflow-transform>=1.16,<1.22",
         "tensorflow>=2.16,<2.22",
