@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -142,6 +144,29 @@ def transform_columns(artifacts: Path, csv_path: Path, config: Config) -> np.nda
     return np.concatenate(blocks, axis=0).astype(np.float32)
 
 
+@contextlib.contextmanager
+def _naming_published_paths(staging: Path, output: Path) -> Iterator[None]:
+    """Shows the staging directory's paths in tanhguard's progress lines as
+    the paths they will have once published (a record factory, so that the
+    loggers of modules the job imports later are covered too)."""
+    previous = logging.getLogRecordFactory()
+    old, new = str(staging), str(output)
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        if record.name.startswith("tanhguard") and isinstance(record.args, tuple):
+            record.args = tuple(
+                a.replace(old, new) if isinstance(a, str) else a for a in record.args
+            )
+        return record
+
+    logging.setLogRecordFactory(factory)
+    try:
+        yield
+    finally:
+        logging.setLogRecordFactory(previous)
+
+
 def run_demo(output: str | Path, rows: int = 20_000) -> dict[str, Any]:
     """Generates the data, analyzes it, and compares tanh on raw and
     transformed inputs; `demo_report` turns the result into text.
@@ -164,7 +189,8 @@ def run_demo(output: str | Path, rows: int = 20_000) -> dict[str, Any]:
         write_demo_csv(csv_path, columns, DEMO_SEED)
         logger.info("generated %s rows: %s", f"{rows:,}", output / "data")
         artifacts = staging / "artifacts"
-        stats = run_analyze(config, str(csv_path), artifacts)
+        with _naming_published_paths(staging, output):
+            stats = run_analyze(config, str(csv_path), artifacts)
         raw = raw_matrix(columns, config)
         transformed = transform_columns(artifacts, csv_path, config)
         # stats.json names the data where it will be, not in the staging dir.
@@ -182,29 +208,41 @@ def run_demo(output: str | Path, rows: int = 20_000) -> dict[str, Any]:
 
 
 def demo_report(result: dict[str, Any]) -> str:
-    """What `tanhguard demo` prints: the statistics, then the problem and the
-    cure."""
+    """What `tanhguard demo` prints, in the order of the story: the problem
+    on raw inputs, the cure on tanhguard's outputs, then what tanhguard
+    measured and chose per feature."""
     from tanhguard.pipeline.report import summary_table
 
     comparison, rows = result["comparison"], result["rows"]
+    bound = f"{result['output_bound']:g}"
     return "\n".join(
         [
-            f"Generated {rows:,} rows: {result['data']}",
+            f"{rows:,} rows of synthetic taxi-like data: heavy tails, values in the "
+            "wrong unit, NaN,",
+            f"+-Inf and empty cells: {result['data']}",
+            "",
+            "The problem: a dense tanh layer (float32) on the raw inputs",
+            "  tanh written as (e^x - e^-x)/(e^x + e^-x): NaN on "
+            f"{comparison['raw_nan_rows']:,} of {rows:,} rows",
+            f"    ({comparison['raw_nan_input_rows']:,} rows hold NaN inputs; the "
+            "rest overflow e^x)",
+            "  tf.tanh: "
+            f"{comparison['raw_saturated_fraction']:.1%} of units saturated "
+            "(exactly +-1, zero gradient)",
+            "",
+            "The cure: the same layer on tanhguard's outputs",
+            "  tanh written as (e^x - e^-x)/(e^x + e^-x): NaN on "
+            f"{comparison['transformed_nan_rows']:,} of {rows:,} rows",
+            f"    (every input is finite and within +-{bound})",
+            "  tf.tanh: "
+            f"{comparison['transformed_saturated_fraction']:.1%} of units saturated",
+            "",
+            "What tanhguard measured and chose, per feature:",
             summary_table(result["stats"]),
             "",
-            "A dense layer with tanh written as (e^x - e^-x)/(e^x + e^-x), float32:",
-            f"  raw inputs:         {comparison['raw_nan_rows']:,} of {rows:,} rows "
-            f"give NaN ({comparison['raw_nan_input_rows']:,} rows hold NaN inputs; "
-            "the rest overflow e^x)",
-            f"  tanhguard outputs:  {comparison['transformed_nan_rows']:,} of "
-            f"{rows:,} rows give NaN; every input is finite and within +-"
-            f"{result['output_bound']:g}",
-            "  tf.tanh saturated (exactly +-1, zero gradient): "
-            f"{comparison['raw_saturated_fraction']:.1%} of units on raw inputs, "
-            f"{comparison['transformed_saturated_fraction']:.1%} on tanhguard "
-            "outputs",
-            "",
-            f"Artifacts: {result['artifacts']}  (stats.json, transform_fn/, "
-            "transformed_metadata/)",
+            f"Artifacts (stats.json, transform_fn/, transformed_metadata/): "
+            f"{result['artifacts']}",
+            f"Next: tanhguard export --artifacts {result['artifacts']} "
+            "--output serving/",
         ]
     )

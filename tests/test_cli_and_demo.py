@@ -80,7 +80,16 @@ def test_demo_shows_nan_on_raw_rows_and_none_after_transform(tmp_path):
     stats = result["stats"]
     assert stats["features"]["constant"]["constant"] is True
     assert stats["features"]["sensor"]["pos_inf"] > 0
-    assert "tanhguard outputs:  0 of 4,000 rows give NaN" in demo_report(result)
+    report = demo_report(result)
+    problem = report.index("The problem:")
+    cure = report.index("The cure:")
+    table = report.index("rows analyzed")
+    assert problem < cure < table  # the story first, the statistics last
+    assert "NaN on 0 of 4,000 rows\n    (every input is finite" in report[cure:table]
+    raw_nan = f"NaN on {comparison['raw_nan_rows']:,} of 4,000 rows"
+    assert raw_nan in report[problem:cure]
+    lines = [line for line in report.splitlines() if str(tmp_path) not in line]
+    assert max(map(len, lines)) <= 100
 
 
 def test_a_flag_neither_tanhguard_nor_beam_takes_is_an_error(tmp_path, capsys):
