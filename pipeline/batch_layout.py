@@ -1,11 +1,12 @@
 """The record-batch layout every reader produces and the analysis consumes.
 
-Each configured feature is a `list<float32>` (or `list<int64>`) column: a row
-holds one value for a scalar, d values for a vector `[d]`, and no value when
-missing. TFT reads these batches through `tensor_adapter_config` (a
-`SparseTensor` per feature, as a `tf.io.VarLenFeature` gives), and the batch
-job's own passes through `dense_batch` (numpy, the same view the graph's
-`densify` gives).
+Each configured feature is a `list<float32>` (or `list<int64>`) column named
+after the feature: a row holds one value for a scalar, d values for a vector
+`[d]`, and no value when missing. TFT reads these batches through
+`tensor_adapter_config` (a `SparseTensor` per feature, as a
+`tf.io.VarLenFeature` gives, keyed by the feature's source column, as TFX's
+ExampleGen keys it), and the batch job's own passes through `dense_batch`
+(numpy, the same view the graph's `densify` gives).
 
 Also what every reader shares: `one_line` (a library's message, fit for one
 line of a `DataError`), `is_gzip`, and the checks of integer values against
@@ -64,9 +65,16 @@ def arrow_schema(config: Config) -> pa.Schema:
 
 def raw_feature_spec(config: Config) -> dict[str, tf.io.VarLenFeature]:
     """The raw features as `tf.Example` parsing specs: a `VarLenFeature` each
-    (float32, or int64 for `dtype: int`), so an absent value stays missing."""
+    (float32, or int64 for `dtype: int`), so an absent value stays missing.
+
+    Keyed by each feature's source column (`Config.source_column`: its
+    `column`, else its name), the `tf.Example` key, as the raw metadata and
+    the graph's inputs are.
+    """
     return {
-        name: tf.io.VarLenFeature(tf.int64 if feature.dtype == "int" else tf.float32)
+        config.source_column(name): tf.io.VarLenFeature(
+            tf.int64 if feature.dtype == "int" else tf.float32
+        )
         for name, feature in config.features.items()
     }
 
@@ -75,10 +83,12 @@ def tensor_adapter_config(config: Config) -> tensor_adapter.TensorAdapterConfig:
     """How TFT turns the record batches into tensors: a `SparseTensor` each.
 
     The same representation a `tf.io.VarLenFeature` gives when parsing
-    `tf.Example`s, so missing values stay distinguishable from NaN.
+    `tf.Example`s, so missing values stay distinguishable from NaN. The
+    tensors are keyed by source column (the graph's raw inputs, see
+    `raw_feature_spec`); each reads the record batch column of its feature.
     """
     representations = {
-        name: schema_pb2.TensorRepresentation(
+        config.source_column(name): schema_pb2.TensorRepresentation(
             varlen_sparse_tensor=schema_pb2.TensorRepresentation.VarLenSparseTensor(
                 column_name=name
             )

@@ -2,7 +2,8 @@
 
 The first row is a header of UTF-8 names (a byte order mark before it is
 ignored, spaces around a name too); a scalar `x` is column `x`, a vector `[d]`
-the columns `x_0` ... `x_{d-1}`, each named once. A cell is a number, `nan`,
+the columns `x_0` ... `x_{d-1}`, each named once (with `column: c`, the
+column `c`, or `c_0` ... `c_{d-1}`). A cell is a number, `nan`,
 `inf`, `-inf`, or empty (missing). Only configured columns are read. A gzip
 file (by its first bytes, whatever its name) is decompressed as it is read.
 
@@ -174,12 +175,13 @@ def _check_columns(path: str, header: list[str], config: Config) -> None:
                 f"{one_line(shown)}"
             )
         feature = config.features[name]
-        if feature.is_vector and f"{name}_{feature.size}" in counts:
-            found = sum(1 for column in header if column.startswith(f"{name}_"))
+        stem = config.source_column(name)
+        if feature.is_vector and f"{stem}_{feature.size}" in counts:
+            found = sum(1 for column in header if column.startswith(f"{stem}_"))
             raise DataError(
                 f"{path}: feature `{name}`: `shape` is [{feature.size}] but the header "
-                f"also has column `{name}_{feature.size}` ({found} columns start "
-                f"with `{name}_`). Set `shape` to the vector's length."
+                f"also has column `{stem}_{feature.size}` ({found} columns start "
+                f"with `{stem}_`). Set `shape` to the vector's length."
             )
 
 

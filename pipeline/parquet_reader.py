@@ -1,7 +1,8 @@
 """Reading Parquet files into record batches.
 
 A scalar is a numeric column `x` (null: missing); a vector is a list column
-`x` or the columns `x_0` ... `x_{d-1}`. An `int` feature needs an integer
+`x` or the columns `x_0` ... `x_{d-1}` (with `column: c`, `c` in place of
+`x`). An `int` feature needs an integer
 column. Only the configured columns are read; a configured name must be one
 column (Parquet allows several of the same name).
 """
@@ -33,7 +34,7 @@ def _parquet_plan(path: str, schema: pa.Schema, config: Config) -> dict:
     names = set(schema.names)
     counts = Counter(schema.names)
     for name in config.features:
-        for column in {name, *config.csv_columns(name)}:
+        for column in {config.source_column(name), *config.csv_columns(name)}:
             if counts[column] > 1:
                 raise DataError(
                     f"{path}: feature `{name}`: the file has {counts[column]} "
@@ -41,19 +42,20 @@ def _parquet_plan(path: str, schema: pa.Schema, config: Config) -> dict:
                 )
     for name, feature in config.features.items():
         wanted = arrow_value_type(feature.dtype)
-        if feature.is_vector and name in names:
-            field = schema.field(name)
+        source = config.source_column(name)
+        if feature.is_vector and source in names:
+            field = schema.field(source)
             if not (
                 pa.types.is_list(field.type) or pa.types.is_large_list(field.type)
             ) or not _numeric_matches(field.type.value_type, wanted):
                 raise DataError(
-                    f"{path}: feature `{name}`: column `{name}` has type "
+                    f"{path}: feature `{name}`: column `{source}` has type "
                     f"{field.type}; a vector needs a list of "
                     f"{'integers' if feature.dtype == 'int' else 'numbers'}"
                 )
-            plan[name] = ([name], True)
+            plan[name] = ([source], True)
             continue
-        columns = [name] if not feature.is_vector else config.csv_columns(name)
+        columns = config.csv_columns(name)
         absent = [c for c in columns if c not in names]
         if absent:
             raise DataError(
@@ -120,8 +122,7 @@ def read_parquet_batches(path: str, config: Config) -> Iterator[pa.RecordBatch]:
             arrays = []
             for name, (columns, is_list) in plan.items():
                 if is_list:
-                    column = batch.column(name)
-                    arrays.append(column)
+                    arrays.append(batch.column(columns[0]))
                 else:
                     arrays.append(
                         feature_column(

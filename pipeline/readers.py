@@ -9,13 +9,15 @@ many files are read in parallel.
 The format of every file comes from its content, whatever its name
 (`detect_format`); `--format` must agree with it.
 
-Feature layout per format:
+Feature layout per format, where `x` is the feature's source column (its
+`column`, else its name: `Config.source_column`):
   csv       a header; a scalar `x` is column `x`; a vector is `x_0` ... `x_{d-1}`;
             plain or gzip.
   tfrecord  `tf.Example`s; `x` is a float_list (int64_list for `dtype: int`)
             with 1 value, or d for a vector; an absent feature is missing.
   parquet   a scalar is a numeric column `x`; a vector is a list column `x` or
             the columns `x_0` ... `x_{d-1}`; null is missing.
+Record batches name their columns after the features, whatever the source.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Reading TFRecord files of `tf.Example` (plain or gzip) into record batches.
 
 `x` is a `float_list` (`int64_list` for `dtype: int`) of 1 value, or d for a
-vector; an absent feature is missing. Records are parsed by
+vector, under the key `x` (the feature's `column`, if it has one); an absent
+feature is missing. Records are parsed by
 `tf.io.parse_example` in tf.data's own threads.
 
 A file must end after its last whole record: TF's reader stops silently at a
@@ -256,7 +257,8 @@ def read_tfrecord_batches(path: str, config: Config) -> Iterator[pa.RecordBatch]
         read_bytes += int(framed)
         arrays = []
         for name in config.features:
-            row_of, values = (t.numpy() for t in columns[name])
+            key = config.source_column(name)
+            row_of, values = (t.numpy() for t in columns[key])
             offsets = np.zeros(rows + 1, np.int32)
             np.cumsum(np.bincount(row_of, minlength=rows), out=offsets[1:])
             arrays.append(pa.ListArray.from_arrays(pa.array(offsets), values))

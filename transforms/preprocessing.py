@@ -50,15 +50,22 @@ CONFIG_NAME = "tanhguard_config"
 def _densify(
     config: Config, inputs: Mapping[str, Any]
 ) -> dict[str, tuple[tf.Tensor, tf.Tensor]]:
-    """`(x, missing)` per feature: dense `[batch, size]` values and mask."""
-    absent = [name for name in config.features if name not in inputs]
+    """`(x, missing)` per feature: dense `[batch, size]` values and mask,
+    from the input keyed by the feature's source column."""
+    absent = [
+        config.source_column(name)
+        for name in config.features
+        if config.source_column(name) not in inputs
+    ]
     if absent:
         raise ValueError(
             f"features {absent} are configured but not in the inputs. "
             f"Received: {sorted(inputs)}"
         )
     return {
-        name: densify(inputs[name], feature.size, name=f"{name}/densify")
+        name: densify(
+            inputs[config.source_column(name)], feature.size, name=f"{name}/densify"
+        )
         for name, feature in config.features.items()
     }
 
@@ -109,7 +116,9 @@ def build_preprocessing_fn(
 
     Returns:
       A function from raw features (one `SparseTensor` or dense tensor per
-      configured feature) to float32 outputs: for each feature, `name` and its
+      configured feature, keyed by its source column: `column`, else the
+      feature's name, as a `tf.Example` and the raw metadata key it) to
+      float32 outputs, keyed by feature name: for each feature, `name` and its
       indicators (`name__missing`, `name__clipped`, if configured), `[batch]`
       for scalar features and `[batch, d]` for vector features.
     """

@@ -18,18 +18,29 @@ give them: a config without `features` takes every numeric schema feature but
 the passthrough ones; a vector's `shape` is read from a fixed-length feature;
 the dtype always follows the schema. A configured feature the schema lacks is
 an error naming it.
+
+Source columns: ExampleGen keys each `tf.Example` by the source column
+(`mean radius` from a CSV header), and so do the schema and the `inputs`
+here. A feature with `column: "mean radius"` reads that input; its outputs
+are named after the feature (`mean_radius`). A config without `features`
+names a schema feature whose name is not a valid feature name after it with
+each other character replaced by `_` (`mean radius` -> `mean_radius`, with
+`column: "mean radius"`). The serving signature that parses `tf.Example`s
+with `TFTransformOutput.raw_feature_spec()` thus takes the source columns,
+as the training data has them.
 """
 
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Mapping
 from typing import Any
 
 import tensorflow as tf
 
 from tanhguard.errors import ConfigError
-from tanhguard.transforms.config import Config, parse_config
+from tanhguard.transforms.config import FEATURE_NAME, Config, parse_config
 from tanhguard.transforms.config_file import parse_yaml, read_config_bytes
 from tanhguard.transforms.preprocessing import build_preprocessing_fn
 
@@ -99,6 +110,39 @@ def _fixed_length(value: Any) -> int | None:
     return None
 
 
+def _feature_for_column(column: str) -> tuple[str, dict[str, Any]]:
+    """`(name, spec)` of a feature read from schema feature `column`: the
+    same name if it is a valid feature name, else `column` with every
+    character but letters, digits and `_` replaced by `_` (and `_` before a
+    leading digit), and `column` in the spec."""
+    if FEATURE_NAME.fullmatch(column):
+        return column, {}
+    name = re.sub(r"[^A-Za-z0-9_]", "_", column)
+    if not name[:1].isalpha() and not name.startswith("_"):
+        name = "_" + name
+    return name, {"column": column}
+
+
+def _schema_features(
+    inputs: Mapping[str, Any], passthrough: list[str]
+) -> dict[str, dict[str, Any]]:
+    """A feature per numeric schema feature but the passthrough ones."""
+    features: dict[str, dict[str, Any]] = {}
+    sources: dict[str, str] = {}
+    for column, value in inputs.items():
+        if column in passthrough or not _is_numeric(value):
+            continue
+        name, spec = _feature_for_column(column)
+        if name in features:
+            raise ConfigError(
+                f"schema features `{sources[name]}` and `{column}` would both be "
+                f"feature `{name}`; list the features in the config, each with "
+                "its `column`"
+            )
+        features[name], sources[name] = spec, column
+    return features
+
+
 def config_for_inputs(
     custom_config: Any, inputs: Mapping[str, Any]
 ) -> tuple[Config, list[str]]:
@@ -121,19 +165,27 @@ def config_for_inputs(
         )
     features = raw.get("features")
     if not features:
-        features = {
-            name: {}
-            for name, value in inputs.items()
-            if name not in passthrough and _is_numeric(value)
-        }
-    features = {name: dict(spec or {}) for name, spec in features.items()}
+        features = _schema_features(inputs, passthrough)
+    if not isinstance(features, Mapping):
+        return parse_config(raw), passthrough  # the ConfigError names it
+    features = {
+        name: dict(spec) if isinstance(spec, Mapping) else spec
+        for name, spec in features.items()
+    }
     for name, spec in features.items():
-        if name not in inputs:
+        if spec is None:
+            spec = features[name] = {}
+        if not isinstance(spec, dict):
+            continue  # parse_config names it
+        column = spec.get("column")
+        source = column if isinstance(column, str) and column else name
+        if source not in inputs:
+            given = f"its column `{source}`" if source != name else "configured but"
             raise ConfigError(
-                f"feature `{name}`: configured but not in the schema. "
+                f"feature `{name}`: {given} not in the schema. "
                 f"Schema features: {sorted(inputs)}"
             )
-        value = inputs[name]
+        value = inputs[source]
         if not _is_numeric(value):
             raise ConfigError(
                 f"feature `{name}`: the schema gives it dtype "
@@ -170,9 +222,8 @@ def preprocessing_fn(
       when configured), float32, plus the passthrough features unchanged.
     """
     config, passthrough = config_for_inputs(custom_config, inputs)
-    outputs = build_preprocessing_fn(config)(
-        {name: inputs[name] for name in config.features}
-    )
+    sources = [config.source_column(name) for name in config.features]
+    outputs = build_preprocessing_fn(config)({key: inputs[key] for key in sources})
     for name in passthrough:
         outputs[name] = _dense_passthrough(inputs[name])
     return outputs
