@@ -23,6 +23,13 @@ DEBUG_ENV = "TANHGUARD_DEBUG"
 # Commands that load TensorFlow (its start-up lines are captured unless
 # --verbose); `config-schema` does not.
 TENSORFLOW_COMMANDS = ("analyze", "run", "transform", "export", "demo", "audit")
+# `tanhguard.pipeline.audit.FAIL_CONDITIONS` (not imported here: the parser
+# loads nothing but the standard library; a test checks they agree).
+AUDIT_FAIL_CONDITIONS = ("overflow", "saturation")
+MODEL_HELP = (
+    "Keras model taking the transformed features: a tf_keras SavedModel "
+    "directory, .h5 or .keras file, or a Keras 3 .keras file"
+)
 
 
 def _add_input_flags(parser: argparse.ArgumentParser) -> None:
@@ -136,14 +143,36 @@ def _parser() -> argparse.ArgumentParser:
         "--artifacts", required=True, help="artifacts directory from `analyze`"
     )
     export.add_argument("--output", required=True, help="SavedModel directory")
-    export.add_argument(
-        "--model",
-        help=(
-            "Keras model taking the transformed features: a tf_keras SavedModel "
-            "directory, .h5 or .keras file, or a Keras 3 .keras file"
+    export.add_argument("--model", help=MODEL_HELP)
+    _add_write_flags(export)
+
+    audit = commands.add_parser(
+        "audit",
+        help="prove each tanh layer's pre-activation range from the artifacts",
+        description=(
+            "Interval bound propagation from the preprocessing's output box "
+            "through the model: per tanh layer, the proven pre-activation "
+            "range, whether a hand-written tanh can overflow, and the same on "
+            "raw inputs. With --data, the observed values too. Exit status 1 "
+            "with --fail-on when the condition holds, or when an observed "
+            "value lies outside its proven interval."
         ),
     )
-    _add_write_flags(export)
+    audit.add_argument(
+        "--artifacts", required=True, help="artifacts directory from `analyze`"
+    )
+    audit.add_argument("--model", required=True, help=MODEL_HELP)
+    audit.add_argument(
+        "--data", help="raw rows to observe: CSV, TFRecord or Parquet file, or a glob"
+    )
+    audit.add_argument(
+        "--fail-on",
+        "--fail_on",
+        dest="fail_on",
+        choices=AUDIT_FAIL_CONDITIONS,
+        help="exit 1 if a hand-written tanh can overflow, or a unit can saturate",
+    )
+    audit.add_argument("--json", action="store_true", help="print JSON")
 
     commands.add_parser("config-schema", help="print the JSON Schema of a config")
 
@@ -154,7 +183,7 @@ def _parser() -> argparse.ArgumentParser:
         "--output", default="demo-output", help="where the demo writes (replaced)"
     )
     demo.add_argument("--rows", type=int, default=20_000, help="rows to generate")
-    for sub in (analyze, run, transform, export, demo):
+    for sub in (analyze, run, transform, export, audit, demo):
         _add_log_flags(sub)
     return parser
 
@@ -175,8 +204,9 @@ def _print_summary(stats: dict, output: str) -> None:
     print(f"\nArtifacts: {os.path.abspath(output)} ({stats['elapsed_seconds']:.1f} s)")
 
 
-def _run(args: argparse.Namespace, beam_args: list[str]) -> None:
-    """Runs one command; tanhguard's errors propagate to `main`."""
+def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
+    """Runs one command; returns its exit status. tanhguard's errors
+    propagate to `main`."""
     if args.command in ("analyze", "run"):
         from tanhguard.pipeline.analyze import run_analyze
         from tanhguard.transforms.config import load_config
@@ -222,6 +252,11 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> None:
         from tanhguard.pipeline.demo import demo_report, run_demo
 
         print(demo_report(run_demo(args.output, rows=args.rows)))
+    elif args.command == "audit":
+        from tanhguard.pipeline.audit import run_audit_command
+
+        return run_audit_command(args)
+    return EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -258,6 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = getattr(args, "debug", False) or os.environ.get(DEBUG_ENV) == "1"
     from tanhguard.pipeline.output_dir import handle_termination, received_signal
 
+    status = EXIT_OK
     try:
         with handle_termination():
             if args.command == "config-schema":
@@ -265,7 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
                 print(json.dumps(config_json_schema(), indent=2))
             else:
-                _run(args, beam_args)
+                status = _run(args, beam_args)
     except TanhguardError as error:
         return _fail(str(error), debug)
     except KeyboardInterrupt:
@@ -283,7 +319,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"--debug for the traceback)",
             debug,
         )
-    return EXIT_OK
+    return status
 
 
 def _unquoted_glob_hint(args: argparse.Namespace, extra: Sequence[str]) -> str:

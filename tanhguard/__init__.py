@@ -15,6 +15,9 @@ below is imported from its module on first use.
   attach                      a Keras model that takes raw features
   Preprocessor                the graph as a callable on raw features
   preprocessing_fn            TFX Transform's module function
+  audit, AuditResult          prove each tanh layer's pre-activation range
+                              from the artifacts (interval bound propagation)
+  stable_tanh                 tanh without overflow, usable by name in Keras
   TanhguardError, ...         the exceptions (`tanhguard.errors`)
 """
 
@@ -44,6 +47,9 @@ _LAZY = {
     "attach": "tanhguard.pipeline.keras_attach",
     "Preprocessor": "tanhguard.pipeline.serving",
     "preprocessing_fn": "tanhguard.transforms.tfx_module",
+    "audit": "tanhguard.pipeline.audit",
+    "AuditResult": "tanhguard.pipeline.audit",
+    "stable_tanh": "tanhguard.pipeline.activations",
 }
 
 
@@ -51,6 +57,7 @@ __getattr__, __dir__ = lazy_attributes(__name__, _LAZY)
 
 __all__ = [
     "ArtifactsError",
+    "AuditResult",
     "Config",
     "ConfigError",
     "DataError",
@@ -63,9 +70,11 @@ __all__ = [
     "__version__",
     "analyze",
     "attach",
+    "audit",
     "export",
     "load_config",
     "parse_config",
     "preprocessing_fn",
+    "stable_tanh",
     "transform",
 ]
