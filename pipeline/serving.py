@@ -39,6 +39,7 @@ TENSORS_SIGNATURE = "transform_features"
 _INT64_LOWEST = -(2.0**63)
 _INT64_HIGHEST = float(np.nextafter(2.0**63, 0.0))
 _INT64_MAX = 2**63 - 1
+_REPR_FEATURES = 5  # feature names a Preprocessor's repr shows
 
 
 def model_matrix_names(config: Config) -> list[str]:
@@ -96,10 +97,36 @@ class Preprocessor(tf.Module):
 
     def __init__(self, artifacts: str | Path):
         super().__init__(name="tanhguard_preprocessor")
+        self.artifacts = Path(artifacts).absolute()
         self.config = load_artifacts_config(artifacts)
-        self.tft_layer = tft.TFTransformOutput(
-            str(artifacts)
-        ).transform_features_layer()
+        self.transform_output = tft.TFTransformOutput(str(artifacts))
+        self.tft_layer = self.transform_output.transform_features_layer()
+
+    def __repr__(self) -> str:
+        names = list(self.config.features)
+        shown = ", ".join(names[:_REPR_FEATURES])
+        if len(names) > _REPR_FEATURES:
+            shown += f", ... ({len(names) - _REPR_FEATURES} more)"
+        bounds = sorted({f.output_bound for f in self.config.features.values()})
+        bound = bounds[0] if len(bounds) == 1 else f"{bounds[0]}..{bounds[-1]}"
+        return (
+            f"Preprocessor({len(names)} features: {shown}; output_bound={bound}; "
+            f"{len(self.output_widths())} outputs, {self.matrix_width()} "
+            f"model_matrix columns; artifacts='{self.artifacts}')"
+        )
+
+    def output_widths(self) -> dict[str, int]:
+        """Each graph output's width (1 for a scalar, d for a vector), in the
+        column order of `model_matrix`."""
+        spec = self.transform_output.transformed_feature_spec()
+        return {
+            name: int(np.prod(spec[name].shape, dtype=np.int64))
+            for name in model_matrix_names(self.config)
+        }
+
+    def matrix_width(self) -> int:
+        """The number of columns of `model_matrix`."""
+        return sum(self.output_widths().values())
 
     def raw_tensors(self, raw: Mapping[str, Any]) -> dict[str, tf.SparseTensor]:
         """Validates and converts raw features to the graph's sparse inputs.
@@ -247,6 +274,71 @@ def _input_names(model) -> list[str]:
     return list(names)
 
 
+def _input_width(tensor) -> int | None:
+    """The columns a model input takes: its last dimension (1 for `[batch]`),
+    None if unknown."""
+    shape = list(tensor.shape)
+    if len(shape) < 2:
+        return 1
+    return None if shape[-1] is None else int(shape[-1])
+
+
+def _listing(widths: Mapping[str, int], limit: int = 12) -> str:
+    """`fare, fare__missing, embedding[3], ...`: outputs with their widths."""
+    shown = [
+        name if width == 1 else f"{name}[{width}]" for name, width in widths.items()
+    ]
+    if len(shown) > limit:
+        shown = [*shown[:limit], f"... ({len(shown) - limit} more)"]
+    return ", ".join(shown)
+
+
+def check_model_inputs(model, preprocessor: Preprocessor) -> None:
+    """Checks that `model` takes what the preprocessing produces.
+
+    A model takes either named inputs, each the name of a graph output and
+    as wide as it, or one `[batch, columns]` matrix as wide as
+    `model_matrix`. A model whose inputs are not known yet (a subclassed
+    model never called) is not checked.
+
+    Raises:
+      ExportError: the widths (or input names) differ; the message names the
+        model's and the preprocessing's.
+    """
+    inputs = list(getattr(model, "inputs", None) or [])
+    if not inputs:
+        return
+    names = _input_names(model)
+    widths = preprocessor.output_widths()
+    if names and all(name in widths for name in names):
+        for name, tensor in zip(names, inputs, strict=True):
+            width = _input_width(tensor)
+            if width is not None and width != widths[name]:
+                raise ExportError(
+                    f"model input `{name}` expects {width} column(s), the "
+                    f"preprocessing output `{name}` has {widths[name]}"
+                )
+        return
+    columns = preprocessor.matrix_width()
+    produced = f"the preprocessing produces {columns}: {_listing(widths)}"
+    if len(inputs) != 1:
+        unknown = [name for name in names if name not in widths]
+        raise ExportError(
+            f"model has {len(inputs)} inputs and {unknown} are not preprocessing "
+            f"outputs; a model takes one matrix input ({produced}) or named "
+            "inputs among the preprocessing outputs"
+        )
+    shape = list(inputs[0].shape)
+    if len(shape) != 2:
+        raise ExportError(
+            f"model input has shape {shape}; a model takes a matrix "
+            f"[batch, columns] ({produced})"
+        )
+    width = _input_width(inputs[0])
+    if width is not None and width != columns:
+        raise ExportError(f"model expects {width} input columns, {produced}")
+
+
 def model_inputs(model, outputs: Mapping[str, tf.Tensor], config: Config) -> Any:
     """What to feed `model`: named outputs, or the `model_matrix`."""
     names = _input_names(model)
@@ -273,6 +365,8 @@ class ServingModule(tf.Module):
     def __init__(self, artifacts: str | Path, model=None):
         super().__init__(name="tanhguard_serving")
         self.preprocessor = Preprocessor(artifacts)
+        if model is not None:
+            check_model_inputs(model, self.preprocessor)
         self.model = model
         config = self.preprocessor.config
         self.serving_default = tf.function(
