@@ -27,8 +27,9 @@ TENSORFLOW_COMMANDS = ("analyze", "run", "transform", "export", "demo", "audit")
 # loads nothing but the standard library; a test checks they agree).
 AUDIT_FAIL_CONDITIONS = ("overflow", "saturation")
 MODEL_HELP = (
-    "Keras model taking the transformed features: a tf_keras SavedModel "
-    "directory, .h5 or .keras file, or a Keras 3 .keras file"
+    "Keras model taking the transformed features (its inputs are checked "
+    "against the preprocessing's outputs): a tf_keras SavedModel directory, "
+    ".h5 or .keras file, or a Keras 3 .keras file"
 )
 
 

@@ -1,9 +1,12 @@
 """Serving: the preprocessing graph as a module with two signatures.
 
   serving_default      `examples`: a batch of serialized `tf.Example` strings
-                       (the TF Serving convention). A feature absent from an
+                       (the TF Serving convention), each feature under its
+                       source column (its `column`, else its name), as the
+                       training data has it. A feature absent from an
                        example is missing, and imputed.
-  transform_features   one dense tensor per raw feature, named after it:
+  transform_features   one dense tensor per raw feature, named after the
+                       feature (not its `column`: signature inputs are names):
                        float32 (int64 for `dtype: int`), shape `[batch]` for a
                        scalar and `[batch, d]` for a vector; NaN is missing.
 
@@ -129,7 +132,8 @@ class Preprocessor(tf.Module):
         return sum(self.output_widths().values())
 
     def raw_tensors(self, raw: Mapping[str, Any]) -> dict[str, tf.SparseTensor]:
-        """Validates and converts raw features to the graph's sparse inputs.
+        """Validates and converts raw features (keyed by feature name) to the
+        graph's sparse inputs (keyed by source column).
 
         Values may be any numeric type (float64 and int64 are cast); NaN in an
         `int` feature is a missing value, and its other values are rounded and
@@ -198,19 +202,21 @@ class Preprocessor(tf.Module):
                 for name, value in dense.items()
             }
         batch = tf.shape(next(iter(dense.values())))[0]
+        # The graph's inputs are keyed by source column (`Config.source_column`).
         sparse = {}
         for name, feature in self.config.features.items():
+            key = self.config.source_column(name)
             if name not in dense:
                 dtype = tf.int64 if feature.dtype == "int" else tf.float32
-                sparse[name] = tf.SparseTensor(
+                sparse[key] = tf.SparseTensor(
                     tf.zeros([0, 2], tf.int64),
                     tf.zeros([0], dtype),
                     tf.cast(tf.stack([batch, feature.size]), tf.int64),
                 )
             elif feature.dtype == "int":
-                sparse[name] = _int_feature(dense[name])
+                sparse[key] = _int_feature(dense[name])
             else:
-                sparse[name] = _dense_to_sparse(tf.cast(dense[name], tf.float32))
+                sparse[key] = _dense_to_sparse(tf.cast(dense[name], tf.float32))
         return sparse
 
     @staticmethod
@@ -248,11 +254,12 @@ class Preprocessor(tf.Module):
         return self.tft_layer(self.raw_tensors(raw))
 
     def parse_examples(self, examples: tf.Tensor) -> dict[str, tf.SparseTensor]:
-        """Parses serialized `tf.Example`s; checks vector lengths per feature."""
+        """Parses serialized `tf.Example`s (keyed by source column, as the
+        graph's inputs are); checks vector lengths per feature."""
         parsed = tf.io.parse_example(examples, raw_feature_spec(self.config))
         checks = []
         for name, feature in self.config.features.items():
-            positions = parsed[name].indices[:, 1]
+            positions = parsed[self.config.source_column(name)].indices[:, 1]
             checks.append(
                 tf.debugging.assert_less(
                     positions,

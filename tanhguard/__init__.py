@@ -13,6 +13,8 @@ below is imported from its module on first use.
   transform                   apply an artifacts directory's graph to a dataset
   export                      the serving SavedModel, optionally with a model
   attach                      a Keras model that takes raw features
+  load_keras_model            load a model file of either Keras family (an
+                              attached one too)
   Preprocessor                the graph as a callable on raw features
   preprocessing_fn            TFX Transform's module function
   audit, AuditResult          prove each tanh layer's pre-activation range
@@ -45,6 +47,7 @@ _LAZY = {
     "transform": "tanhguard.pipeline.transform_job",
     "export": "tanhguard.pipeline.export",
     "attach": "tanhguard.pipeline.keras_attach",
+    "load_keras_model": "tanhguard.pipeline.keras_attach",
     "Preprocessor": "tanhguard.pipeline.serving",
     "preprocessing_fn": "tanhguard.transforms.tfx_module",
     "audit": "tanhguard.pipeline.audit",
@@ -73,6 +76,7 @@ __all__ = [
     "audit",
     "export",
     "load_config",
+    "load_keras_model",
     "parse_config",
     "preprocessing_fn",
     "stable_tanh",

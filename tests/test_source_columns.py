@@ -296,3 +296,38 @@ def test_tfx_columns_that_would_share_a_feature_name_are_refused():
         ConfigError, match=r"`mean radius` and `mean_radius` would both be feature"
     ):
         config_for_inputs({"config": {}}, inputs)
+
+
+def test_exported_signatures_preprocessor_and_attach_speak_both_names(tmp_path):
+    """serving_default parses examples keyed by source column; the tensor
+    signature, Preprocessor and an attached model take feature names."""
+    import keras
+
+    from tanhguard.pipeline.export import Preprocessor, attach, export
+
+    root = tmp_path
+    radius, fare, emb = _data()
+    _write_csv(root / "data.csv", radius, fare, emb)
+    run_analyze(CONFIG, str(root / "data.csv"), root / "artifacts")
+    stats = json.loads((root / "artifacts" / "stats.json").read_text())
+    want = _expected(stats, radius, fare, emb)
+    export(root / "artifacts", tmp_path / "served")
+    served = tf.saved_model.load(str(tmp_path / "served"))
+    examples = tf.constant([_example(radius[i], fare[i], emb[i]) for i in range(ROWS)])
+    by_example = served.signatures["serving_default"](examples=examples)
+    by_tensor = served.signatures["transform_features"](
+        mean_radius=tf.constant(radius), fare=tf.constant(fare), emb=tf.constant(emb)
+    )
+    by_preprocessor = Preprocessor(root / "artifacts")(
+        {"mean_radius": radius, "fare": fare, "emb": emb}
+    )
+    for got in (by_example, by_tensor, by_preprocessor):
+        for name, values in want.items():
+            np.testing.assert_allclose(got[name].numpy(), values, rtol=1e-6, atol=1e-6)
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(1, use_bias=False)(inputs))
+    model.layers[-1].set_weights([np.ones((4, 1))])
+    guarded = attach(model, root / "artifacts")
+    row_sums = np.asarray(guarded({"mean_radius": radius, "fare": fare, "emb": emb}))
+    matrix = np.column_stack([want["mean_radius"], want["fare"], want["emb"]])
+    np.testing.assert_allclose(row_sums[:, 0], matrix.sum(axis=1), rtol=1e-5, atol=1e-5)
