@@ -9,10 +9,17 @@ once (correctly rounded but for a rare double rounding); float64 computes in
 float64 (`expm1` keeps the small-|x| digits). The gradient is
 `1 - tanh(x)^2 = 4 e^{-2|x|} / (1 + e^{-2|x|})^2`, finite everywhere.
 
-Importing this module registers it as `"tanhguard>stable_tanh"` in both Keras
-families (Keras 3 and tf_keras), so models using it by name save and load:
+Importing this module registers it as `"tanhguard>stable_tanh"` in both
+Keras families (Keras 3 and tf_keras): layers take the name wherever they
+take a built-in one, and models using it save and load (tf_keras:
+SavedModel directory, `.h5`, `.keras`; Keras 3: `.keras`). `import tanhguard`
+alone does not register it (the package loads no TensorFlow): before
+building or loading such a model, run `import tanhguard.pipeline.activations`
+(or touch `tanhguard.stable_tanh`):
 
+>>> import tanhguard.pipeline.activations  # doctest: +SKIP
 >>> keras.layers.Dense(8, activation="tanhguard>stable_tanh")  # doctest: +SKIP
+>>> keras.saving.load_model("model.keras")  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -71,9 +78,34 @@ def _tf_keras_stable_tanh(x):
 _tf_keras_stable_tanh.__name__ = "stable_tanh"
 _tf_keras_stable_tanh.__qualname__ = "stable_tanh"
 _tf_keras_stable_tanh.__doc__ = stable_tanh.__doc__
-keras.saving.register_keras_serializable(package="tanhguard", name="stable_tanh")(
-    stable_tanh
-)
-tf_keras.utils.register_keras_serializable(package="tanhguard", name="stable_tanh")(
-    _tf_keras_stable_tanh
-)
+
+
+def _register() -> None:
+    """Makes `REGISTERED_NAME` resolve in both families, as a built-in name.
+
+    Keras 3: the registry serves saving and loading (the file holds the
+    registered name), but `keras.activations.get` looks a string up only in
+    its table of built-ins (`keras.src.activations.ALL_OBJECTS_DICT`), so
+    the name goes there too. tf_keras: its `activations.serialize` writes a
+    registered function as a `{"class_name": "function", ...}` dict, which
+    its legacy loaders (`.h5`, SavedModel metadata) do not read ("Unknown
+    activation function: 'function'"); a function its activations module
+    holds under the name it is written with is written as that plain name,
+    which every loader resolves (tf_keras 2.21 writes the registered name,
+    2.16 the function's `__name__`, "stable_tanh": both are held).
+    """
+    import keras.src.activations as keras_activations
+    import tf_keras.src.activations as tf_keras_activations
+
+    keras.saving.register_keras_serializable(package="tanhguard", name="stable_tanh")(
+        stable_tanh
+    )
+    keras_activations.ALL_OBJECTS_DICT[REGISTERED_NAME] = stable_tanh
+    tf_keras.utils.register_keras_serializable(package="tanhguard", name="stable_tanh")(
+        _tf_keras_stable_tanh
+    )
+    for name in (REGISTERED_NAME, "stable_tanh"):
+        setattr(tf_keras_activations, name, _tf_keras_stable_tanh)
+
+
+_register()

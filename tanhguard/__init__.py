@@ -20,6 +20,8 @@ below is imported from its module on first use.
   audit, AuditResult          prove each tanh layer's pre-activation range
                               from the artifacts (interval bound propagation)
   stable_tanh                 tanh without overflow, usable by name in Keras
+  SaturationMonitor           Keras callback: per-epoch tanh saturation and
+                              max |pre-activation|; stops on overflow
   TanhguardError, ...         the exceptions (`tanhguard.errors`)
 """
 
@@ -53,6 +55,7 @@ _LAZY = {
     "audit": "tanhguard.pipeline.audit",
     "AuditResult": "tanhguard.pipeline.audit",
     "stable_tanh": "tanhguard.pipeline.activations",
+    "SaturationMonitor": "tanhguard.pipeline.monitor",
 }
 
 
@@ -69,6 +72,7 @@ __all__ = [
     "OutputError",
     "OutputExistsError",
     "Preprocessor",
+    "SaturationMonitor",
     "TanhguardError",
     "__version__",
     "analyze",

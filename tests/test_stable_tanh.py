@@ -1,6 +1,11 @@
 """`stable_tanh`: accurate, never NaN for a non-NaN input, the right
 gradient, and usable by name in both Keras families (saved and reloaded)."""
 
+import json
+import os
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -93,25 +98,98 @@ def test_gradient_is_one_minus_tanh_squared_and_finite(dtype):
     )
 
 
-def _assert_saves_and_serves(model, path, load):
-    x = np.array([[1e30, -np.inf, 0.5]], np.float32)
-    before = model(x).numpy()
-    model.save(path)
-    loaded = load(path)
-    np.testing.assert_array_equal(loaded(x).numpy(), before)
-    assert not np.isnan(before).any()
+# Extremes a hand-written tanh turns into NaN; stable_tanh gives +-1.
+_SERVED = np.array([[1e30, -np.inf, 0.5], [-3.0, 88.0, 1e-3]], np.float32)
+
+# The fresh process imports only the module the docstring tells users to
+# import, loads every file and prints each prediction.
+_RELOAD = """
+import json, sys
+import numpy as np
+import tanhguard.pipeline.activations
+x = np.array(json.loads(sys.argv[1]), np.float32)
+out = {}
+for family, path in json.loads(sys.argv[2]):
+    if family == "tf_keras":
+        import tf_keras
+        model = tf_keras.models.load_model(path)
+    else:
+        import keras
+        model = keras.saving.load_model(path)
+    out[path] = np.asarray(model(x)).tolist()
+print("RESULT " + json.dumps(out))
+"""
 
 
-def test_a_keras3_model_saves_it_by_name_and_reloads(tmp_path):
-    """Keras 3's `activations.get` resolves only built-in names from a
-    string: the model takes the function; the file holds its registered
-    name, which loading resolves."""
-    inputs = keras.Input((3,))
-    outputs = keras.layers.Dense(2, activation=stable_tanh)(inputs)
-    model = keras.Model(inputs, keras.layers.Activation(stable_tanh)(outputs))
-    model.save(tmp_path / "probe.keras")
-    import zipfile
+def _model(family, name):
+    """Dense(2, name) -> Activation(name): both places a name goes."""
+    inputs = family.Input((3,))
+    hidden = family.layers.Dense(2, activation=name)(inputs)
+    return family.Model(inputs, family.layers.Activation(name)(hidden))
 
-    config = zipfile.ZipFile(tmp_path / "probe.keras").read("config.json").decode()
-    assert REGISTERED_NAME in config
-    _assert_saves_and_serves(model, tmp_path / "m.keras", keras.saving.load_model)
+
+def test_both_families_build_save_and_reload_it_by_name_in_a_fresh_process(tmp_path):
+    import tf_keras
+
+    paths = []
+    expected = {}
+    tf_keras_model = _model(tf_keras, REGISTERED_NAME)
+    keras_model = _model(keras, REGISTERED_NAME)
+    for family, model, path in [
+        ("tf_keras", tf_keras_model, tmp_path / "tf_keras_savedmodel"),
+        ("tf_keras", tf_keras_model, tmp_path / "tf_keras.h5"),
+        ("tf_keras", tf_keras_model, tmp_path / "tf_keras.keras"),
+        ("keras", keras_model, tmp_path / "keras3.keras"),
+    ]:
+        assert model.layers[1].activation.__name__ == "stable_tanh"
+        if path.name.endswith("savedmodel"):
+            model.save(path, save_format="tf")
+        else:
+            model.save(path)
+        paths.append((family, str(path)))
+        expected[str(path)] = np.asarray(model(_SERVED))
+    for value in expected.values():
+        assert not np.isnan(value).any()
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _RELOAD,
+            json.dumps(_SERVED.tolist()),
+            json.dumps(paths),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    line = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")][-1]
+    served = json.loads(line[len("RESULT ") :])
+    for path, value in expected.items():
+        np.testing.assert_array_equal(np.array(served[path], np.float32), value)
+
+
+def test_the_name_and_the_function_give_the_same_model_in_both_families():
+    import tf_keras
+
+    for family in (keras, tf_keras):
+        by_name = _model(family, REGISTERED_NAME)
+        by_function = _model(family, stable_tanh)
+        by_function.set_weights(by_name.get_weights())
+        np.testing.assert_array_equal(
+            np.asarray(by_name(_SERVED)), np.asarray(by_function(_SERVED))
+        )
+        assert family.activations.get(REGISTERED_NAME).__name__ == "stable_tanh"
+
+
+def test_the_file_holds_the_registered_name():
+    """Keras 3 writes the registered name; tf_keras writes a plain name (the
+    registered one, or "stable_tanh" in tf_keras 2.16), which its legacy
+    loaders read."""
+    import tf_keras
+
+    config = json.dumps(_model(keras, REGISTERED_NAME).get_config())
+    assert f'"config": "{REGISTERED_NAME}"' in config
+    layer = _model(tf_keras, REGISTERED_NAME).layers[1]
+    assert layer.get_config()["activation"] in (REGISTERED_NAME, "stable_tanh")
