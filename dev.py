@@ -15,6 +15,11 @@ constraints file or its Python change (a hash of them is kept inside it).
 The TFX environment needs a Python 3.10: $TANHGUARD_PYTHON310, `python3.10` on
 PATH, or a pyenv 3.10. Without one, `test` runs the main suite, says so, and
 fails if $TANHGUARD_REQUIRE_TFX is set (CI sets it).
+
+`test`, `test-main` and `test-tfx` also need Debian's `chromium` at
+/usr/bin/chromium (the HTML report's browser test drives it): run as root,
+they install it with apt-get when it is missing; otherwise they say how and
+fail.
 """
 
 from __future__ import annotations
@@ -45,6 +50,51 @@ MAIN = Environment(ROOT / ".venv", ROOT / "constraints" / "py311.txt", "test")
 TFX = Environment(
     ROOT / ".venv-tfx", ROOT / "constraints" / "py310-tfx.txt", "test,tfx"
 )
+
+
+# The browser tests/test_html_report.py drives (through Playwright, whose own
+# browser download is not used): Debian's package, installed like the rest of
+# the system.
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_INSTALL = (
+    ["apt-get", "update"],
+    ["apt-get", "install", "-y", "--no-install-recommends", "chromium"],
+)
+
+
+def ensure_chromium() -> bool:
+    """Makes sure /usr/bin/chromium exists, installing Debian's `chromium`
+    with apt-get when it is missing and this runs as root.
+
+    Returns:
+      True when the browser is there; False, after saying what to do, when it
+      is missing and cannot be installed here (not root, no apt-get, or
+      apt-get failed).
+    """
+    if CHROMIUM.exists():
+        return True
+    commands = " && ".join(" ".join(command) for command in CHROMIUM_INSTALL)
+    is_root = getattr(os, "geteuid", lambda: -1)() == 0
+    if not is_root or shutil.which("apt-get") is None:
+        print(
+            f"{CHROMIUM} is missing: the report's browser test needs Debian's "
+            f"chromium. Install it as root: {commands}",
+            file=sys.stderr,
+        )
+        return False
+    print("Installing Debian's chromium (the report's browser test)...", flush=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for command in CHROMIUM_INSTALL:
+        if subprocess.call(command, env=env) != 0:
+            print(
+                f"`{' '.join(command)}` failed: {CHROMIUM} is still missing.",
+                file=sys.stderr,
+            )
+            return False
+    if not CHROMIUM.exists():
+        print(f"apt-get installed chromium but {CHROMIUM} is missing.", file=sys.stderr)
+        return False
+    return True
 
 
 def _is_python310(candidate: str) -> bool:
@@ -108,6 +158,8 @@ def ensure(env: Environment, python: str) -> None:
 
 def run_main_tests(args: list[str]) -> int:
     ensure(MAIN, sys.executable)
+    if not ensure_chromium():
+        return 1
     for check in (["ruff", "check", "."], ["ruff", "format", "--check", "."]):
         if subprocess.call([MAIN.bin(check[0]), *check[1:]]) != 0:
             return 1
@@ -117,6 +169,8 @@ def run_main_tests(args: list[str]) -> int:
 
 def run_tfx_tests(args: list[str], python: str) -> int:
     ensure(TFX, python)
+    if not ensure_chromium():
+        return 1
     print("== tests, TFX environment (.venv-tfx) ==", flush=True)
     return subprocess.call(
         [TFX.bin("python"), "-m", "pytest", "tests", "tests_tfx", *args]

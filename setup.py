@@ -68,6 +68,8 @@ setup(
         "tensorflow>=2.16,<2.22",
         "apache-beam>=2.60,<3",
         "numpy>=1.26",
+        # Draws the histograms of the HTML report (`tanhguard report`).
+        "matplotlib>=3.8",
         "pyarrow>=10",
         "pydantic>=2.5,<3",
         "pyyaml>=6",
@@ -77,6 +79,8 @@ setup(
             "pytest>=8",
             "hypothesis>=6.100",
             "jsonschema>=4.18",
+            # Drives Debian's chromium in tests/test_html_report.py.
+            "playwright>=1.40",
             "ruff==0.17.6",
             "scikit-learn>=1.4",
         ],

@@ -22,7 +22,7 @@ def beam_parser() -> argparse.ArgumentParser:
 
     parser = pipeline_options._BeamArgumentParser(
         prog="tanhguard",
-        usage="tanhguard {analyze,run,transform} ... [Apache Beam flags]",
+        usage="tanhguard {analyze,run,transform,check} ... [Apache Beam flags]",
         allow_abbrev=False,
         add_help=False,
     )

@@ -17,12 +17,23 @@ from tanhguard.pipeline.formats import FORMATS
 from tanhguard.pipeline.progress import configure_logging, quiet_third_party
 from tanhguard.version import __version__
 
+logger = logging.getLogger("tanhguard")
+
 EXIT_OK = 0
 EXIT_ERROR = 1
 DEBUG_ENV = "TANHGUARD_DEBUG"
 # Commands that load TensorFlow (its start-up lines are captured unless
 # --verbose); `config-schema` does not.
-TENSORFLOW_COMMANDS = ("analyze", "run", "transform", "export", "demo", "audit")
+TENSORFLOW_COMMANDS = (
+    "analyze",
+    "run",
+    "transform",
+    "export",
+    "demo",
+    "audit",
+    "check",
+)
+BEAM_COMMANDS = ("analyze", "run", "transform", "check")
 # `tanhguard.pipeline.audit.FAIL_CONDITIONS` (not imported here: the parser
 # loads nothing but the standard library; a test checks they agree).
 AUDIT_FAIL_CONDITIONS = ("overflow", "saturation")
@@ -74,6 +85,17 @@ def _add_log_flags(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help=f"show the traceback of an error (or set {DEBUG_ENV}=1)",
     )
+
+
+def _share(text: str) -> float:
+    """A share in [0, 1], for argparse."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"a share in [0, 1] expected: {text}")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -147,6 +169,20 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--model", help=MODEL_HELP)
     _add_write_flags(export)
 
+    report = commands.add_parser(
+        "report",
+        help="write the HTML report of an artifacts directory (opens offline)",
+        description=(
+            "One self-contained HTML file: warnings, and per feature the raw "
+            "distribution with the clip bounds, the output distribution, the "
+            "counts and the scaler. `analyze` and `run` write it too."
+        ),
+    )
+    report.add_argument(
+        "--artifacts", required=True, help="artifacts directory from `analyze`"
+    )
+    report.add_argument("--output", help="HTML file (default ARTIFACTS/report.html)")
+
     audit = commands.add_parser(
         "audit",
         help="prove each tanh layer's pre-activation range from the artifacts",
@@ -175,6 +211,49 @@ def _parser() -> argparse.ArgumentParser:
     )
     audit.add_argument("--json", action="store_true", help="print JSON")
 
+    check = commands.add_parser(
+        "check",
+        help="check new data against the training statistics (clipping, drift)",
+        description=(
+            "One streaming pass over new data with the training graph's bounds: "
+            "per feature the share clipped, missing, NaN and +-Inf, and the "
+            "drift of its histogram from the training data's. Exit status 1 "
+            "when a threshold is exceeded, naming the features. Other flags go "
+            "to Apache Beam (see `analyze --help`)."
+        ),
+    )
+    check.add_argument(
+        "--artifacts", required=True, help="artifacts directory from `analyze`"
+    )
+    _add_input_flags(check)
+    check.add_argument(
+        "--max-clipped-increase",
+        "--max_clipped_increase",
+        dest="max_clipped_increase",
+        type=_share,
+        default=0.05,
+        help="fail when a feature's clipped share grew by more (default 0.05)",
+    )
+    check.add_argument(
+        "--max-missing-increase",
+        "--max_missing_increase",
+        dest="max_missing_increase",
+        type=_share,
+        default=0.05,
+        help=(
+            "fail when a feature's share of missing, NaN or +-Inf values grew by "
+            "more (default 0.05)"
+        ),
+    )
+    check.add_argument(
+        "--max-drift",
+        "--max_drift",
+        dest="max_drift",
+        type=_share,
+        help="fail when a histogram's L-infinity drift exceeds this (default: off)",
+    )
+    check.add_argument("--json", action="store_true", help="print JSON")
+
     commands.add_parser("config-schema", help="print the JSON Schema of a config")
 
     demo = commands.add_parser(
@@ -184,7 +263,7 @@ def _parser() -> argparse.ArgumentParser:
         "--output", default="demo-output", help="where the demo writes (replaced)"
     )
     demo.add_argument("--rows", type=int, default=20_000, help="rows to generate")
-    for sub in (analyze, run, transform, export, audit, demo):
+    for sub in (analyze, run, transform, export, audit, check, report, demo):
         _add_log_flags(sub)
     return parser
 
@@ -253,6 +332,27 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
         from tanhguard.pipeline.demo import demo_report, run_demo
 
         print(demo_report(run_demo(args.output, rows=args.rows)))
+    elif args.command == "check":
+        from tanhguard.pipeline.check import check
+
+        result = check(
+            args.artifacts,
+            args.data,
+            beam_args,
+            fmt=args.format,
+            max_clipped_increase=args.max_clipped_increase,
+            max_missing_increase=args.max_missing_increase,
+            max_drift=args.max_drift,
+        )
+        print(json.dumps(result.to_json(), indent=2) if args.json else result.table())
+        failed = result.failed
+        if failed:
+            logger.warning("check failed: %s", ", ".join(failed))
+            return EXIT_ERROR
+    elif args.command == "report":
+        from tanhguard.pipeline.html_report import run_report_command
+
+        return run_report_command(args)
     elif args.command == "audit":
         from tanhguard.pipeline.audit import run_audit_command
 
@@ -268,7 +368,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args, beam_args = _parser().parse_known_args(argv)
     hint = _unquoted_glob_hint(args, beam_args)
-    if args.command not in ("analyze", "run", "transform") and beam_args:
+    if args.command not in BEAM_COMMANDS and beam_args:
         _parser().error(f"unrecognized arguments: {' '.join(beam_args)}{hint}")
     if beam_args:
         from tanhguard.pipeline.beam_flags import unknown_beam_flags

@@ -1,0 +1,841 @@
+"""`tanhguard report`: stats.json as one self-contained HTML page.
+
+Per feature: the raw distribution with the clip bounds and the share clipped
+on each side, the output distribution, the counts of missing / NaN / +-Inf
+values, the impute value, the center and scale, and warnings; the warnings of
+every feature are listed at the top. The charts are matplotlib SVG inlined in
+the page (text as SVG text, no fonts or scripts to fetch); a few lines of
+inline JavaScript filter the features by name and sort the overview table.
+Nothing in the page refers to a network address: it opens offline.
+
+An elementwise vector feature gets one panel per element only for its most
+clipped elements (`VECTOR_PANELS`), and a chart of the share clipped per
+element for all of them.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import logging
+import math
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tanhguard.errors import ArtifactsError, OutputError, OutputExistsError
+from tanhguard.pipeline.artifacts import STATS_FILE, load_stats
+
+logger = logging.getLogger(__name__)
+
+REPORT_FILE = "report.html"
+# A clip that removes more than this share of a feature's finite values is
+# listed at the top of the report.
+CLIP_WARNING_SHARE = 0.05
+# Imputed values (missing, NaN, +-Inf under `inf: missing`) above this share,
+# without a `missing` indicator, are listed too.
+MISSING_WARNING_SHARE = 0.20
+# Element panels shown for an elementwise vector feature: its most clipped.
+VECTOR_PANELS = 3
+# Elements named one by one in a warning before they are summarized.
+LISTED_ELEMENTS = 3
+# The first bytes of every report: an existing file without them is not
+# replaced (tanhguard replaces only what it wrote).
+GENERATOR = '<meta name="generator" content="tanhguard report">'
+NO_HISTOGRAMS = "no histograms (artifacts from an older tanhguard)"
+
+# Colours: the clip bounds and the clipped regions in red, data in blue.
+DATA_COLOR = "#4C78A8"
+OUTPUT_COLOR = "#54A24B"
+CLIP_COLOR = "#D62728"
+
+
+# ---------------------------------------------------------------------------
+# Reading stats.json
+
+
+def _at(value: Any, index: int | None) -> Any:
+    """Element `index` of a per-element value; a shared value as it is."""
+    return value[index] if index is not None and isinstance(value, list) else value
+
+
+def _elements(feature: dict[str, Any]) -> int | None:
+    """d for an elementwise vector feature (values are lists), else None."""
+    count = feature["count"]
+    return len(count) if isinstance(count, list) else None
+
+
+def _total(feature: dict[str, Any], index: int | None) -> int:
+    """Values of one slot: finite + missing + NaN + +-Inf."""
+    keys = ("count", "missing", "nan", "pos_inf", "neg_inf")
+    return sum(int(_at(feature[key], index)) for key in keys)
+
+
+def _imputed(feature: dict[str, Any], index: int | None) -> int:
+    """Values the impute value replaces: missing and NaN, and +-Inf under
+    `inf: missing`."""
+    imputed = int(_at(feature["missing"], index)) + int(_at(feature["nan"], index))
+    if feature.get("inf") == "missing":
+        imputed += int(_at(feature["pos_inf"], index))
+        imputed += int(_at(feature["neg_inf"], index))
+    return imputed
+
+
+def _clipped(feature: dict[str, Any], index: int | None) -> float:
+    return float(_at(feature["clipped_below"], index)) + float(
+        _at(feature["clipped_above"], index)
+    )
+
+
+def _share(part: float, whole: float) -> float:
+    return part / whole if whole else 0.0
+
+
+def most_clipped_elements(feature: dict[str, Any], limit: int) -> list[int]:
+    """The `limit` elements of a vector feature with the largest share
+    clipped, most clipped first (the lower index first on a tie)."""
+    size = _elements(feature) or 0
+    order = sorted(range(size), key=lambda i: (-_clipped(feature, i), i))
+    return order[:limit]
+
+
+def _histogram(feature: dict[str, Any], key: str, index: int | None) -> dict | None:
+    """The histogram `key` of one slot, or None when stats.json has none
+    (an older format) or it is undefined (no finite values)."""
+    entry = feature.get(key)
+    if entry is None:
+        return None
+    entry = _at(entry, index)
+    if not isinstance(entry, dict):
+        return None
+    edges, counts = entry.get("edges"), entry.get("counts")
+    if not edges or not counts or any(e is None for e in edges):
+        return None
+    return entry
+
+
+def has_histograms(stats: dict[str, Any]) -> bool:
+    """Whether stats.json carries histograms (format_version 4 and later)."""
+    return any("histogram" in feature for feature in stats["features"].values())
+
+
+# ---------------------------------------------------------------------------
+# Warnings
+
+
+def report_warnings(
+    stats: dict[str, Any],
+    clip_share: float = CLIP_WARNING_SHARE,
+    missing_share: float = MISSING_WARNING_SHARE,
+) -> list[tuple[str, str, str]]:
+    """What the top of the report lists, per feature.
+
+    stats.json's own warnings (constant features, degenerate bounds, no
+    finite values, a zero `robust` range), and three more: a `mad` clip whose
+    MAD is 0, a clip that removes more than `clip_share` of the finite values,
+    and more than `missing_share` of the values imputed without a `missing`
+    indicator. A vector feature's elements with the same warning are named
+    up to `LISTED_ELEMENTS`, then summarized in one line.
+
+    Returns:
+      `(feature, kind, text)` tuples in feature order; kind is `stats`,
+      `mad`, `clipped` or `missing`.
+    """
+    found: list[tuple[str, str, str]] = []
+    for name, feature in stats["features"].items():
+        size = _elements(feature)
+        indices: Sequence[int | None] = range(size) if size else [None]
+        grouped: dict[str, list[int | None]] = {}
+        for warning in feature.get("warnings", []):
+            match = re.match(r"element (\d+): (.*)", warning, re.DOTALL)
+            if match:
+                grouped.setdefault(match.group(2), []).append(int(match.group(1)))
+            else:
+                grouped.setdefault(warning, []).append(None)
+        for text, where in grouped.items():
+            found.append((name, "stats", _elementwise(text, where, size)))
+        clip = feature["clip"]
+        if clip.get("strategy") == "mad" and clip.get("mad") is not None:
+            zero = [i for i in indices if _at(clip["mad"], i) == 0]
+            if zero:
+                text = (
+                    "`mad` clip with a MAD of 0 (at least half the finite values "
+                    "equal the median): the bounds close on the median and the "
+                    "other values are clipped to it (use a `quantile` clip)"
+                )
+                found.append((name, "mad", _elementwise(text, zero, size)))
+        heavy = [i for i in indices if _clipped(feature, i) > clip_share]
+        if heavy:
+            worst = max(heavy, key=lambda i: _clipped(feature, i))
+            text = (
+                f"the clip removes {_percent(_clipped(feature, worst))} of the "
+                f"finite values (more than {_percent(clip_share)}): below "
+                f"{_percent(_at(feature['clipped_below'], worst))}, above "
+                f"{_percent(_at(feature['clipped_above'], worst))}"
+            )
+            found.append((name, "clipped", _elementwise(text, heavy, size, worst)))
+        if "missing" not in feature.get("indicators", []):
+            shares = {
+                i: _share(_imputed(feature, i), _total(feature, i)) for i in indices
+            }
+            heavy = [i for i in indices if shares[i] > missing_share]
+            if heavy:
+                worst = max(heavy, key=shares.__getitem__)
+                text = (
+                    f"{_percent(shares[worst])} of the values are missing or not "
+                    "finite and take the impute value, without a `missing` "
+                    "indicator: the model cannot tell them from real values "
+                    "(add `indicators: [missing]`)"
+                )
+                found.append((name, "missing", _elementwise(text, heavy, size, worst)))
+    return found
+
+
+def _elementwise(
+    text: str, where: list[int | None], size: int | None, worst: int | None = None
+) -> str:
+    """`text` prefixed with the elements it applies to (none: the feature)."""
+    if size is None or where == [None]:
+        return text
+    if len(where) <= LISTED_ELEMENTS:
+        label = "element" if len(where) == 1 else "elements"
+        return f"{label} {', '.join(map(str, where))}: {text}"
+    about = f" (the numbers: element {worst})" if worst is not None else ""
+    return f"{len(where)} of {size} elements{about}: {text}"
+
+
+# ---------------------------------------------------------------------------
+# Number formatting
+
+
+def _number(value: Any) -> str:
+    """6 significant digits; `-` for undefined (null)."""
+    if value is None:
+        return "-"
+    value = float(value)
+    if not math.isfinite(value):
+        return "-"
+    return f"{value:.6g}"
+
+
+def _count(value: Any) -> str:
+    return f"{int(value):,}"
+
+
+def _percent(share: Any) -> str:
+    """A share as a percentage, 3 significant digits (`0.0960%`)."""
+    percent = 100 * float(share)
+    if percent == 0:
+        return "0%"
+    return f"{percent:.3g}%" if percent >= 1 else f"{percent:.3f}%"
+
+
+# ---------------------------------------------------------------------------
+# Charts (matplotlib SVG)
+
+_SVG_RC = {
+    "svg.fonttype": "none",  # text stays text: small, and no glyphs to embed
+    "svg.hashsalt": "tanhguard",  # stable ids: the same stats, the same page
+    "font.size": 9,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+}
+
+
+def _svg(figure: Any, prefix: str) -> str:
+    """The figure as an inline `<svg>` element.
+
+    The XML prolog, DOCTYPE, metadata and namespace declarations (addresses
+    an HTML page does not need) are dropped; ids are made unique in the page
+    with `prefix`, and a `tg-` gid becomes a class the page and its tests
+    select by (`.tg-clip-lower`).
+    """
+    import matplotlib
+
+    buffer = io.StringIO()
+    with matplotlib.rc_context(_SVG_RC):
+        figure.savefig(buffer, format="svg", metadata={"Date": None})
+    text = buffer.getvalue()
+    text = text[text.index("<svg") :]
+    text = re.sub(r"<metadata>.*?</metadata>\s*", "", text, flags=re.DOTALL)
+    text = re.sub(r'\s+xmlns(:\w+)?="[^"]*"', "", text)
+    text = re.sub(
+        r'(<svg[^>]*?)\s+width="[^"]*"\s+height="[^"]*"', r"\1", text, count=1
+    )
+    text = re.sub(r'id="(tg-[\w-]+)"', r'class="\1"', text)
+    text = re.sub(r'id="([^"]+)"', rf'id="{prefix}-\1"', text)
+    text = re.sub(r"url\(#([^)]+)\)", rf"url(#{prefix}-\1)", text)
+    return re.sub(r'href="#([^"]+)"', rf'href="#{prefix}-\1"', text)
+
+
+def _figure(width: float, height: float) -> tuple[Any, Any]:
+    import matplotlib
+    from matplotlib.figure import Figure
+
+    with matplotlib.rc_context(_SVG_RC):
+        figure = Figure(figsize=(width, height), layout="constrained")
+        axes = figure.add_subplot()
+    return figure, axes
+
+
+def _finite(value: Any) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _bars(axes: Any, entry: dict[str, Any], color: str, gid: str) -> None:
+    """A histogram from its edges and counts (degenerate bins: one bar)."""
+    edges = [float(e) for e in entry["edges"]]
+    counts = [int(c) for c in entry["counts"]]
+    if edges[-1] > edges[0]:
+        axes.stairs(counts, edges, fill=True, color=color, alpha=0.8, gid=gid)
+    else:  # every value in one point (a constant feature)
+        axes.vlines([edges[0]], 0, [sum(counts)], color=color, lw=6, gid=gid)
+        axes.set_xlim(edges[0] - max(abs(edges[0]) * 0.1, 1.0), None)
+        axes.set_xlim(None, edges[0] + max(abs(edges[0]) * 0.1, 1.0))
+    axes.set_ylabel("rows")
+    axes.margins(y=0.15)
+
+
+def _mark_bound(
+    axes: Any, value: float | None, side: str, share: float, text_y: float
+) -> None:
+    """The clip bound `side` as a red line (an arrow at the edge when it lies
+    far outside the plotted range), the clipped region shaded, and the share
+    clipped on that side."""
+    left, right = axes.get_xlim()
+    span = right - left
+    lower = side == "lower"
+    label = f"{'◀ ' if lower else ''}{_percent(share)} clipped{'' if lower else ' ▶'}"
+    if value is not None:
+        # A bound near the plotted range widens it; one far outside (no clip,
+        # float32 extremes) is an arrow at the edge with its value.
+        near = left - span <= value <= right + span
+        if near:
+            left, right = min(left, value), max(right, value)
+            pad = 0.02 * (right - left)
+            axes.set_xlim(min(left, value - pad), max(right, value + pad))
+            axes.axvline(value, color=CLIP_COLOR, lw=1.5, gid=f"tg-clip-{side}")
+            edge = axes.get_xlim()[0 if lower else 1]
+            start, stop = (edge, value) if lower else (value, edge)
+            axes.axvspan(start, stop, color=CLIP_COLOR, alpha=0.08, lw=0)
+        else:
+            x = 0.0 if lower else 1.0
+            axes.annotate(
+                f"{side} {value:.3g}",
+                xy=(x, 0.5),
+                xycoords="axes fraction",
+                ha="left" if lower else "right",
+                color=CLIP_COLOR,
+                gid=f"tg-clip-{side}",
+            )
+    axes.text(
+        0.01 if lower else 0.99,
+        text_y,
+        label,
+        transform=axes.transAxes,
+        ha="left" if lower else "right",
+        va="top",
+        color=CLIP_COLOR,
+        gid=f"tg-clipped-{side}",
+    )
+
+
+def raw_chart(feature: dict[str, Any], index: int | None, prefix: str) -> str:
+    """The raw distribution: the histogram (or, without one, the quantiles)
+    with the clip bounds and the share clipped on each side."""
+    clip = feature["clip"]
+    lower, upper = (
+        _finite(_at(clip["lower"], index)),
+        _finite(_at(clip["upper"], index)),
+    )
+    entry = _histogram(feature, "histogram", index)
+    figure, axes = _figure(5.2, 2.3)
+    if entry is not None:
+        _bars(axes, entry, DATA_COLOR, "tg-raw-histogram")
+        outside = [int(entry.get("below", 0)), int(entry.get("above", 0))]
+        if any(outside):
+            axes.set_title(
+                f"raw; finite values outside the bins: {outside[0]:,} below, "
+                f"{outside[1]:,} above",
+                loc="left",
+                fontsize=8,
+            )
+    else:
+        _quantile_strip(axes, feature, index)
+    below = float(_at(feature["clipped_below"], index))
+    above = float(_at(feature["clipped_above"], index))
+    _mark_bound(axes, lower, "lower", below, 0.98)
+    _mark_bound(axes, upper, "upper", above, 0.98)
+    return _svg(figure, prefix)
+
+
+def _quantile_strip(axes: Any, feature: dict[str, Any], index: int | None) -> None:
+    """Without a histogram: min, the stored quantiles and max on one line,
+    the box from the 0.25 to the 0.75 quantile."""
+    points = [_finite(_at(feature["min"], index))]
+    points += [_finite(_at(q, index)) for q in feature["quantiles"].values()]
+    points.append(_finite(_at(feature["max"], index)))
+    known = [p for p in points if p is not None]
+    axes.set_yticks([])
+    axes.spines["left"].set_visible(False)
+    if not known:
+        axes.text(0.5, 0.5, "no finite values", transform=axes.transAxes, ha="center")
+        return
+    axes.plot(known, [0.5] * len(known), "|", ms=14, color=DATA_COLOR)
+    axes.hlines(0.5, min(known), max(known), color=DATA_COLOR, lw=1)
+    q25 = _finite(_at(feature["quantiles"].get("0.25"), index))
+    q75 = _finite(_at(feature["quantiles"].get("0.75"), index))
+    if q25 is not None and q75 is not None:
+        axes.fill_between([q25, q75], 0.4, 0.6, color=DATA_COLOR, alpha=0.5)
+    axes.set_ylim(0, 1)
+    axes.set_title(
+        "raw: min, quantiles, max (" + NO_HISTOGRAMS + ")", loc="left", fontsize=8
+    )
+    if min(known) == max(known):
+        axes.set_xlim(known[0] - 1, known[0] + 1)
+    axes.set_gid("tg-raw-quantiles")
+
+
+def output_chart(feature: dict[str, Any], index: int | None, prefix: str) -> str:
+    """The transformed output's distribution on `[-B, B]`."""
+    bound = float(feature["output_bound"])
+    entry = _histogram(feature, "output_histogram", index)
+    figure, axes = _figure(3.6, 2.3)
+    if entry is not None:
+        _bars(axes, entry, OUTPUT_COLOR, "tg-output-histogram")
+    else:
+        axes.set_yticks([])
+        axes.text(
+            0.5, 0.5, NO_HISTOGRAMS, transform=axes.transAxes, ha="center", fontsize=7
+        )
+    for side in (-bound, bound):
+        axes.axvline(side, color="#555555", lw=1, ls="--")
+    axes.set_xlim(-bound * 1.05, bound * 1.05)
+    axes.set_title(f"output, in [-{bound:g}, {bound:g}]", loc="left", fontsize=8)
+    return _svg(figure, prefix)
+
+
+def clipped_per_element_chart(feature: dict[str, Any], prefix: str) -> str:
+    """The share clipped below and above, per element of a vector feature."""
+    size = _elements(feature) or 0
+    below = [100 * float(v) for v in feature["clipped_below"]]
+    above = [100 * float(v) for v in feature["clipped_above"]]
+    figure, axes = _figure(8.8, 1.9)
+    edges = [i - 0.5 for i in range(size + 1)]
+    axes.stairs(below, edges, fill=True, color=CLIP_COLOR, alpha=0.5, label="below")
+    axes.stairs(
+        [b + a for b, a in zip(below, above, strict=True)],
+        edges,
+        baseline=below,
+        fill=True,
+        color=DATA_COLOR,
+        alpha=0.6,
+        label="above",
+    )
+    axes.axhline(100 * CLIP_WARNING_SHARE, color="#555555", lw=1, ls="--")
+    axes.set_xlim(-0.5, size - 0.5)
+    axes.xaxis.get_major_locator().set_params(integer=True)
+    axes.set_xlabel("element")
+    axes.set_ylabel("% clipped")
+    axes.legend(loc="upper right", fontsize=7, frameon=False)
+    figure.get_axes()[0].set_gid("tg-clipped-per-element")
+    return _svg(figure, prefix)
+
+
+# ---------------------------------------------------------------------------
+# HTML
+
+_CSS = """
+body{font:14px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;
+ margin:0 auto;padding:0 1.5rem 3rem;max-width:1280px;color:#222}
+h1{font-size:1.4rem;margin:1rem 0 .2rem}h2{font-size:1.15rem;margin:0 0 .4rem}
+.meta{color:#555;margin:0 0 .8rem}
+.warnings{background:#fff4e5;border:1px solid #f0a030;border-radius:6px;
+ padding:.5rem 1rem;margin:.8rem 0}
+.warnings h2{color:#8a4b00}.warnings li{margin:.15rem 0}
+.notice{background:#eef3fb;border:1px solid #8fb0e0;border-radius:6px;
+ padding:.5rem 1rem}
+.tools{position:sticky;top:0;background:#fff;padding:.5rem 0;z-index:1;
+ border-bottom:1px solid #ddd}
+#search{font-size:1rem;padding:.3rem .5rem;width:22rem;max-width:100%}
+table{border-collapse:collapse}td,th{padding:.15rem .5rem;text-align:right}
+th:first-child,td:first-child{text-align:left}
+#overview th{cursor:pointer;user-select:none;border-bottom:1px solid #999}
+#overview th:hover{background:#f2f2f2}#overview tr:nth-child(even){background:#fafafa}
+.feature{border-top:2px solid #ddd;padding:.8rem 0}
+.charts{display:flex;flex-wrap:wrap;gap:.5rem;align-items:flex-start}
+.charts svg{height:auto}.raw svg{width:430px;max-width:100%}
+.out svg{width:300px;max-width:100%}.tables{display:flex;gap:.8rem}
+.numbers-block{max-width:460px}
+.wide svg{width:100%;max-width:880px}
+.numbers{font-size:13px}.numbers td,.numbers th{padding:.05rem .4rem}
+.numbers td{border-bottom:1px solid #eee}.numbers th{text-align:left;
+ font-weight:normal;color:#555}
+.feature .warn{color:#8a4b00}.element{margin-left:1rem}
+.bad{color:#b00020;font-weight:600}
+"""
+
+# Filter the features by name; sort the overview by a column.
+_SCRIPT = """
+const search = document.getElementById("search");
+search.addEventListener("input", () => {
+  const q = search.value.trim().toLowerCase();
+  for (const el of document.querySelectorAll("[data-feature]")) {
+    el.hidden = q !== "" && !el.dataset.feature.toLowerCase().includes(q);
+  }
+});
+for (const th of document.querySelectorAll("#overview th")) {
+  th.addEventListener("click", () => {
+    const body = th.closest("table").tBodies[0], col = th.cellIndex;
+    const down = th.dataset.order !== "desc";
+    th.dataset.order = down ? "desc" : "asc";
+    const key = (r) => r.cells[col].dataset.sort ?? r.cells[col].textContent;
+    const rows = [...body.rows].sort((a, b) => {
+      const x = key(a), y = key(b), nx = parseFloat(x), ny = parseFloat(y);
+      const c = isNaN(nx) || isNaN(ny) ? x.localeCompare(y) : nx - ny;
+      return down ? -c : c;
+    });
+    body.append(...rows);
+  });
+}
+"""
+
+
+def _e(text: Any) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _anchor(name: str) -> str:
+    return "feature-" + re.sub(r"[^\w-]", "_", name)
+
+
+def _cell(text: str, field: str, sort: Any = None) -> str:
+    sort_attr = f' data-sort="{_e(sort)}"' if sort is not None else ""
+    return f'<td data-field="{field}"{sort_attr}>{_e(text)}</td>'
+
+
+def _numbers_table(feature: dict[str, Any], index: int | None) -> str:
+    """The numbers of one slot, each cell tagged with its stats.json field."""
+
+    def at(value: Any) -> Any:
+        return _at(value, index)
+
+    total = _total(feature, index)
+    clip, scale, impute = feature["clip"], feature["scale"], feature["impute"]
+    rows = [
+        ("finite values", "count", _count(at(feature["count"]))),
+        ("missing", "missing", _count(at(feature["missing"]))),
+        ("NaN", "nan", _count(at(feature["nan"]))),
+        ("+Inf", "pos_inf", _count(at(feature["pos_inf"]))),
+        ("-Inf", "neg_inf", _count(at(feature["neg_inf"]))),
+        (
+            "imputed share",
+            "imputed_share",
+            _percent(_share(_imputed(feature, index), total)),
+        ),
+        (
+            f"impute ({impute['strategy']})",
+            "impute.value",
+            _number(at(impute["value"])),
+        ),
+        ("+-Inf", "inf", f"{feature.get('inf', '-')}"),
+        ("indicators", "indicators", ", ".join(feature.get("indicators", [])) or "-"),
+        ("min", "min", _number(at(feature["min"]))),
+        ("max", "max", _number(at(feature["max"]))),
+        ("mean", "mean", _number(at(feature["mean"]))),
+        ("std", "std", _number(at(feature["std"]))),
+        (f"clip lower ({clip['strategy']})", "clip.lower", _number(at(clip["lower"]))),
+        ("clip upper", "clip.upper", _number(at(clip["upper"]))),
+        ("clipped below", "clipped_below", _percent(at(feature["clipped_below"]))),
+        ("clipped above", "clipped_above", _percent(at(feature["clipped_above"]))),
+        (f"center ({scale['strategy']})", "scale.center", _number(at(scale["center"]))),
+        ("scale", "scale.scale", _number(at(scale["scale"]))),
+        ("output bound", "output_bound", _number(feature["output_bound"])),
+    ]
+    if clip.get("strategy") == "mad" and "mad" in clip:
+        where = next(i for i, row in enumerate(rows) if row[1] == "clip.lower")
+        rows.insert(where, ("MAD", "clip.mad", _number(at(clip["mad"]))))
+    split = next(i for i, row in enumerate(rows) if row[1] == "mean")
+    tables = "".join(
+        '<table class="numbers">'
+        + "".join(
+            f"<tr><th>{_e(title)}</th>{_cell(text, field)}</tr>"
+            for title, field, text in part
+        )
+        + "</table>"
+        for part in (rows[:split], rows[split:])
+    )
+    quantiles = " · ".join(
+        f"{_e(p)}: {_e(_number(at(value)))}"
+        for p, value in feature["quantiles"].items()
+    )
+    return (
+        f'<div class="tables">{tables}</div>'
+        f'<p class="quantiles"><small>quantiles {quantiles}</small></p>'
+    )
+
+
+def _slot_panel(
+    name: str, feature: dict[str, Any], index: int | None, prefix: str
+) -> str:
+    element = "" if index is None else f' data-element="{index}"'
+    return (
+        f'<div class="slot"{element}><div class="charts">'
+        f'<div class="raw">{raw_chart(feature, index, prefix + "r")}</div>'
+        f'<div class="out">{output_chart(feature, index, prefix + "o")}</div>'
+        f'<div class="numbers-block">{_numbers_table(feature, index)}</div>'
+        "</div></div>"
+    )
+
+
+def _feature_section(
+    name: str,
+    feature: dict[str, Any],
+    warnings: list[str],
+    number: int,
+    shape: Sequence[int],
+) -> str:
+    size = _elements(feature)
+    prefix = f"f{number}"
+    heading = _e(name)
+    if size is not None:
+        heading += f" <small>(vector of {size}, parameters per element)</small>"
+    elif shape:
+        heading += (
+            f" <small>(vector of {_e(' x '.join(map(str, shape)))}, one set of "
+            "parameters for every element)</small>"
+        )
+    parts = [
+        f'<section class="feature" id="{_anchor(name)}" data-feature="{_e(name)}">',
+        f"<h2>{heading}</h2>",
+    ]
+    if warnings:
+        items = "".join(f"<li>{_e(w)}</li>" for w in warnings)
+        parts.append(f'<ul class="warn">{items}</ul>')
+    if size is None:
+        parts.append(_slot_panel(name, feature, None, prefix))
+    else:
+        shown = most_clipped_elements(feature, VECTOR_PANELS)
+        shares = [_clipped(feature, i) for i in range(size)]
+        over = sum(share > CLIP_WARNING_SHARE for share in shares)
+        imputed = [
+            _share(_imputed(feature, i), _total(feature, i)) for i in range(size)
+        ]
+        parts.append(
+            f'<p class="vector-summary">{size} elements; share of finite values '
+            f"clipped: max {_percent(max(shares))}, mean "
+            f"{_percent(sum(shares) / size)}, {over} above "
+            f"{_percent(CLIP_WARNING_SHARE)}; imputed share max "
+            f"{_percent(max(imputed))}. Shown below: "
+            f"{'every element' if len(shown) == size else 'the most clipped'} "
+            f"({', '.join(map(str, shown))}); stats.json has each.</p>"
+        )
+        parts.append(
+            f'<div class="wide">{clipped_per_element_chart(feature, prefix)}</div>'
+        )
+        for index in shown:
+            parts.append(
+                f'<h3 class="element">{_e(name)}[{index}]</h3>'
+                + _slot_panel(name, feature, index, f"{prefix}e{index}")
+            )
+    parts.append("</section>")
+    return "\n".join(parts)
+
+
+def _overview(stats: dict[str, Any], counts: dict[str, int]) -> str:
+    head = (
+        "<thead><tr><th>feature</th><th>imputed</th><th>NaN/Inf</th>"
+        "<th>clip lower</th><th>clip upper</th><th>clipped</th>"
+        "<th>center</th><th>scale</th><th>warnings</th></tr></thead>"
+    )
+    rows = []
+    for name, feature in stats["features"].items():
+        index = None
+        label = name
+        if _elements(feature) is not None:
+            index = most_clipped_elements(feature, 1)[0]
+            label = f"{name}[{index}]"
+        total = _total(feature, index)
+        imputed = _share(_imputed(feature, index), total)
+        nonfinite = sum(
+            int(_at(feature[k], index)) for k in ("nan", "pos_inf", "neg_inf")
+        )
+        clipped = _clipped(feature, index)
+        values = [
+            f'<td data-sort="{_e(name)}">'
+            f'<a href="#{_anchor(name)}">{_e(label)}</a></td>',
+            _cell(_percent(imputed), "imputed_share", imputed),
+            _cell(_count(nonfinite), "nonfinite", nonfinite),
+            _cell(
+                _number(_at(feature["clip"]["lower"], index)),
+                "clip.lower",
+                _at(feature["clip"]["lower"], index),
+            ),
+            _cell(
+                _number(_at(feature["clip"]["upper"], index)),
+                "clip.upper",
+                _at(feature["clip"]["upper"], index),
+            ),
+            _cell(_percent(clipped), "clipped", clipped),
+            _cell(
+                _number(_at(feature["scale"]["center"], index)),
+                "scale.center",
+                _at(feature["scale"]["center"], index),
+            ),
+            _cell(
+                _number(_at(feature["scale"]["scale"], index)),
+                "scale.scale",
+                _at(feature["scale"]["scale"], index),
+            ),
+            _cell(str(counts.get(name, 0)), "warnings", counts.get(name, 0)),
+        ]
+        bad = ' class="bad"' if counts.get(name) else ""
+        rows.append(f'<tr data-feature="{_e(name)}"{bad}>{"".join(values)}</tr>')
+    return f'<table id="overview">{head}<tbody>{"".join(rows)}</tbody></table>'
+
+
+def report_html(stats: dict[str, Any]) -> str:
+    """The report of one stats.json content as a self-contained HTML page.
+
+    Works on every stats.json format: without histograms (format 3 and
+    older) the raw chart shows min, the stored quantiles and max, and the
+    page says "no histograms (artifacts from an older tanhguard)".
+
+    Returns:
+      The HTML text; it references no network address (no scripts, fonts,
+      styles or images to fetch).
+    """
+    features = stats["features"]
+    warnings = report_warnings(stats)
+    per_feature: dict[str, list[str]] = {}
+    for name, _, text in warnings:
+        per_feature.setdefault(name, []).append(text)
+    counts = {name: len(texts) for name, texts in per_feature.items()}
+    data = stats.get("data", {})
+    meta = (
+        f"{_count(stats['num_rows'])} rows · {len(features)} features · data "
+        f"<code>{_e(data.get('pattern', '-'))}</code> · stats.json format "
+        f"{_e(stats.get('format_version', '-'))} · tanhguard "
+        f"{_e(stats.get('tanhguard_version', '-'))} · TFT "
+        f"{_e(stats.get('tensorflow_transform_version', '-'))}"
+    )
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        GENERATOR,
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        "<title>tanhguard report</title>",
+        f"<style>{_CSS}</style></head><body>",
+        "<h1>tanhguard report</h1>",
+        f'<p class="meta">{meta}</p>',
+    ]
+    if not has_histograms(stats):
+        parts.append(
+            f'<p class="notice" id="no-histograms">{_e(NO_HISTOGRAMS.capitalize())}: '
+            "the raw charts show min, the stored quantiles and max; run "
+            "<code>tanhguard analyze</code> again for histograms.</p>"
+        )
+    if warnings:
+        items = "".join(
+            f'<li data-feature="{_e(name)}" data-kind="{kind}">'
+            f'<a href="#{_anchor(name)}">{_e(name)}</a>: {_e(text)}</li>'
+            for name, kind, text in warnings
+        )
+        parts.append(
+            f'<div class="warnings" id="warnings"><h2>Warnings ({len(warnings)})</h2>'
+            f"<ul>{items}</ul></div>"
+        )
+    else:
+        parts.append('<p class="notice" id="warnings">No warnings.</p>')
+    parts.append(
+        '<div class="tools"><input id="search" type="search" '
+        'placeholder="Filter features by name" aria-label="Filter features by name">'
+        " <small>Click a column title to sort.</small></div>"
+    )
+    parts.append(_overview(stats, counts))
+    configured = stats.get("config", {}).get("features", {})
+    for number, (name, feature) in enumerate(features.items()):
+        shape = configured.get(name, {}).get("shape", [])
+        parts.append(
+            _feature_section(name, feature, per_feature.get(name, []), number, shape)
+        )
+    parts.append(f"<script>{_SCRIPT}</script></body></html>\n")
+    return "\n".join(parts)
+
+
+def write_report(artifacts_dir: str | Path, output: str | Path | None = None) -> Path:
+    """Writes the HTML report of an artifacts directory.
+
+    Args:
+      artifacts_dir: What `tanhguard analyze` wrote (its stats.json is read).
+      output: The HTML file; default `<artifacts_dir>/report.html`. An
+        existing file is replaced only if it is a tanhguard report.
+
+    Returns:
+      The path written.
+
+    Raises:
+      ArtifactsError: stats.json is missing, not JSON, or lacks a field.
+      OutputExistsError: `output` exists and is not a tanhguard report.
+      OutputError: `output` cannot be written.
+    """
+    stats = load_stats(artifacts_dir)
+    path = Path(artifacts_dir) / STATS_FILE
+    try:
+        text = report_html(stats)
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as error:
+        raise ArtifactsError(
+            f"{path}: cannot report on stats.json: {type(error).__name__} "
+            f"{error} (written by another tanhguard version?)"
+        ) from None
+    if output is not None and "://" in os.fspath(output):
+        raise OutputError(
+            f"{output}: the report is written to a local file; write it locally "
+            "and copy it"
+        )
+    target = Path(output) if output is not None else Path(artifacts_dir) / REPORT_FILE
+    _check_replaceable(target)
+    temporary = target.with_name(f".{target.name}.tanhguard-{os.getpid()}")
+    try:
+        temporary.write_text(text, encoding="utf-8")
+        os.replace(temporary, target)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        raise OutputError(
+            f"{target}: cannot write the report: {error.strerror or error}"
+        ) from None
+    logger.debug("report: %s", target)
+    return target
+
+
+def _check_replaceable(target: Path) -> None:
+    if not os.path.lexists(target):
+        return
+    if target.is_dir() or target.is_symlink():
+        raise OutputExistsError(
+            f"{target}: exists and is not a file tanhguard wrote; choose another "
+            "--output"
+        )
+    try:
+        with open(target, encoding="utf-8", errors="replace") as handle:
+            head = handle.read(4096)
+    except OSError as error:
+        raise OutputError(f"{target}: cannot read the existing file: {error}") from None
+    if GENERATOR not in head:
+        raise OutputExistsError(
+            f"{target}: exists and is not a tanhguard report: tanhguard will not "
+            "replace it; choose another --output"
+        )
+
+
+def run_report_command(args: Any) -> int:
+    """`tanhguard report --artifacts A [--output FILE]`: writes the report
+    and prints its path. Errors propagate as tanhguard's exceptions."""
+    path = write_report(args.artifacts, getattr(args, "output", None))
+    print(f"Report: {path.absolute()}")
+    return 0
