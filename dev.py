@@ -148,12 +148,21 @@ def ensure(env: Environment, python: str) -> None:
         return
     print(f"Installing into {env.folder.name} (pinned; a few minutes)...", flush=True)
     pip = [env.bin("python"), "-m", "pip", "install", "--quiet"]
-    subprocess.run([*pip, "--upgrade", "pip"], check=True)
-    subprocess.run(
-        [*pip, "-c", str(env.constraints), "-e", f"{ROOT}[{env.extras}]"],
-        check=True,
+    _quiet_unless_failing([*pip, "--upgrade", "pip"])
+    _quiet_unless_failing(
+        [*pip, "-c", str(env.constraints), "-e", f"{ROOT}[{env.extras}]"]
     )
     stamp.write_text(fingerprint)
+
+
+def _quiet_unless_failing(command: list[str]) -> None:
+    """Runs `command`; its output (pip's and the build backend's warnings)
+    is shown only if it fails."""
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.stdout.write(done.stdout)
+        sys.stderr.write(done.stderr)
+        raise SystemExit(f"failed ({done.returncode}): {' '.join(command)}")
 
 
 def run_main_tests(args: list[str]) -> int:

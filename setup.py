@@ -83,6 +83,8 @@ setup(
             "playwright>=1.40",
             "ruff==0.17.6",
             "scikit-learn>=1.4",
+            # SaturationMonitor's figures through Keras's TensorBoard callback.
+            "tensorboard>=2.16",
         ],
         # The TFX environment (Python 3.10): constraints/py310-tfx.txt pins it.
         "tfx": ["tfx>=1.16,<1.17", "apache-beam[gcp]>=2.60,<2.61", "dill"],

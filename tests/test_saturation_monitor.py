@@ -178,9 +178,6 @@ def test_a_callback_listed_after_it_sees_the_figures(name):
 
 @pytest.mark.parametrize("name", FAMILIES)
 def test_tensorboard_writes_the_figures(name, tmp_path):
-    pytest.importorskip(
-        "tensorboard", reason="the TensorBoard callback needs the tensorboard package"
-    )
     family = _family(name)
     model = _tanh_model(family)
     x, y = _data(16)
