@@ -4,6 +4,7 @@ Writes, into the output directory:
   transform_fn/, transformed_metadata/   the TFT graph (`tft.TFTransformOutput`)
   metadata/                              the raw schema (one VarLenFeature each)
   stats.json                             the statistics and bounds it applies
+  stats.tfdv.pb                          the same statistics for TFDV / Facets
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from tanhguard.pipeline.job_errors import data_errors_unwrapped
 from tanhguard.pipeline.output_dir import publish_dir
 from tanhguard.pipeline.readers import ReadRecordBatches, resolve_inputs
 from tanhguard.pipeline.stats_json import STATS_FORMAT_VERSION, unpack_stats_vector
+from tanhguard.pipeline.tfdv_stats import write_tfdv_stats
 from tanhguard.pipeline.transform_job import TransformAndWrite
 from tanhguard.pipeline.workdir import SCRATCH, SaveGlobally, load_saved, work_dir
 from tanhguard.transforms.config import Config, load_config
@@ -216,6 +218,7 @@ def run_analyze(
             "elapsed_seconds": round(time.monotonic() - started, 3),
         }
         write_stats(staging, stats)
+        write_tfdv_stats(staging, stats)
     return stats
 
 

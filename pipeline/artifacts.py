@@ -3,6 +3,7 @@
     transform_fn/, transformed_metadata/   the TFT graph (`tft.TFTransformOutput`)
     metadata/                              the raw schema (one VarLenFeature each)
     stats.json                             the statistics and bounds it applies
+    stats.tfdv.pb                          the same, for TFDV / Facets (`tfdv_stats`)
     rows/                                  `tanhguard run` only: the rows
 
 Reading and writing those files lives here; the statistics are read back

@@ -57,6 +57,7 @@ OUTPUT_NAMES = (
     *("stats.json", "transform_fn", "transformed_metadata", "metadata", "rows"),
     *("report.html", "saved_model.pb", "variables", "assets", "fingerprint.pb"),
     *("keras_metadata.pb", "part-*", "data", "artifacts", MARKER),
+    "stats.tfdv.pb",
 )
 _TEMP = re.compile(r"\.(.+)\.tanhguard-(staging|retired)-(\d+)-[0-9a-f]+")
 

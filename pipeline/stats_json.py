@@ -2,8 +2,9 @@
 
 The vector (`tanhguard.transforms.layout`) holds every number; this module
 names them: counts, moments, quantiles, the derived clip, impute and scale
-parameters, the fractions of the finite values clipped, and warnings. Each
-strategy adds its own fields (`stats_fields`).
+parameters, the fractions of the finite values clipped, warnings, the raw
+and output histograms and the quantile grid. Each strategy adds its own
+fields (`stats_fields`).
 """
 
 from __future__ import annotations
@@ -18,17 +19,24 @@ from tanhguard.transforms.layout import (
     FIT_FIELDS,
     FLAG_MESSAGES,
     FLAGS_CONSTANT_OUTPUT,
+    GRID_FIELDS,
+    GRID_PROBABILITIES,
+    OUT_COUNT_FIELDS,
+    OUT_EDGE_FIELDS,
     PHASE0_FIELDS,
     QUANTILE_FIELDS,
+    RAW_COUNT_FIELDS,
+    RAW_EDGE_FIELDS,
     REPORTED_QUANTILES,
     field_slice,
     stats_vector_length,
 )
 from tanhguard.transforms.slots import plan_slots
 
-# stats.json's layout version; bumped when a field changes meaning (3:
-# `clipped_below`/`clipped_above` are fractions of the finite values).
-STATS_FORMAT_VERSION = 3
+# stats.json's layout version; bumped when a field changes meaning or is
+# added (3: `clipped_below`/`clipped_above` are fractions of the finite
+# values; 4: `histogram`, `output_histogram`, `quantile_grid`, `zeros`).
+STATS_FORMAT_VERSION = 4
 
 
 def _to_json_number(value: float) -> float | None:
@@ -43,8 +51,9 @@ def unpack_stats_vector(config: Config, vector: np.ndarray) -> dict[str, Any]:
       `{"num_rows": N, "features": {...}}` where `features[name]` holds the
       counts, moments, quantiles, the derived clip, impute and scale
       parameters, the fractions of the finite values clipped below and
-      above, and warnings: plain numbers for a scalar or shared vector
-      feature, lists of length d for an elementwise vector feature. The clip,
+      above, warnings, `zeros`, `histogram`, `output_histogram` and
+      `quantile_grid`: plain numbers (one object) for a scalar or shared
+      vector feature, lists of length d for an elementwise vector feature. The clip,
       impute and scale parameters are the values the graph applies, written
       exactly: float32 values, but a `log_zscore` feature's center and scale
       are float64 (its path computes in float64).
@@ -78,6 +87,40 @@ def unpack_stats_vector(config: Config, vector: np.ndarray) -> dict[str, Any]:
             feature, {field: rows[span] for field, rows in rows_of.items()}
         )
     return {"num_rows": num_rows, "features": features}
+
+
+def _count(value: float) -> int:
+    """A count from the vector (NaN, where nothing was counted, is 0)."""
+    return int(value) if np.isfinite(value) else 0
+
+
+def _histograms(raw: dict[str, np.ndarray], index: int) -> dict[str, Any]:
+    """One slot's `histogram`, `output_histogram` and `quantile_grid`."""
+    bins = _count(raw["out_bins"][index])
+    has_values = raw["count"][index] > 0
+    return {
+        "histogram": {
+            "edges": [_to_json_number(raw[f][index]) for f in RAW_EDGE_FIELDS],
+            "counts": [_count(raw[f][index]) for f in RAW_COUNT_FIELDS],
+            "below": _count(raw["raw_below"][index]),
+            "above": _count(raw["raw_above"][index]),
+        },
+        "output_histogram": {
+            "edges": [
+                _to_json_number(raw[f][index]) for f in OUT_EDGE_FIELDS[: bins + 1]
+            ]
+            if bins
+            else [],
+            "counts": [_count(raw[f][index]) for f in OUT_COUNT_FIELDS[:bins]],
+        },
+        "quantile_grid": {
+            "probabilities": list(GRID_PROBABILITIES),
+            "values": [
+                _to_json_number(raw[f][index]) if has_values else None
+                for f in GRID_FIELDS
+            ],
+        },
+    }
 
 
 def _finite_fraction(
@@ -126,6 +169,11 @@ def _feature_stats(
         "scale": shaped(raw["scale"]),
         **feature.scale.stats_fields(),
     }
+    per_slot = [_histograms(raw, index) for index in range(feature.slots)]
+    histograms = {
+        key: [entry[key] for entry in per_slot] if listed else per_slot[0][key]
+        for key in ("histogram", "output_histogram", "quantile_grid")
+    }
     warnings = []
     for index, flags in enumerate(raw["flags"].astype(int)):
         where = f"element {index}: " if listed else ""
@@ -161,4 +209,6 @@ def _feature_stats(
         "output_bound": feature.output_bound,
         "constant": shaped(raw["flags"].astype(int) & FLAGS_CONSTANT_OUTPUT != 0, bool),
         "warnings": warnings,
+        "zeros": shaped(raw["zeros"], int),
+        **histograms,
     }

@@ -42,20 +42,23 @@ def fit_phase_analyzer(
     parameters: tf.Tensor,
     slots: list[Slot],
     mads: np.ndarray | None = None,
+    output_bounds: np.ndarray | None = None,
 ) -> tf.Tensor:
     """The fit phase: the float64 statistics vector (parameters, then
     `FIT_FIELDS`). `mads`, when known (see `fit_phase.MadCombineFn`), saves
-    the analyzer its own MAD pass.
+    the analyzer its own MAD pass; `output_bounds` turns on the histograms.
 
     Args:
       x: float64 `[batch, D]`, after the inf policy (NaN for missing values).
       parameters: The first phase's vector.
       slots: `plan_slots(config)`.
       mads: Optional MAD per slot (NaN where the clip is not `mad`).
+      output_bounds: Each slot's output bound as the graph applies it
+        (`mappers.float32_bound`); without it the histogram fields are NaN.
     """
     (vector,) = tft.experimental.ptransform_analyzer(
         [x, tf.reshape(parameters, [1, -1])],
-        FitPhase(slots, mads),
+        FitPhase(slots, mads, output_bounds),
         output_dtypes=[tf.float64],
         output_shapes=[[stats_vector_length(len(slots))]],
         name="tanhguard_fit_scale",

@@ -1,5 +1,8 @@
 """The first analysis phase: counts, moments, min/max and quantiles.
 
+It also counts the finite zeros and reads the `quantile_grid` of stats.json
+(`layout.GRID_PROBABILITIES`) off the same quantile summaries.
+
 Per slot, over the finite values (missing, NaN, +Inf and -Inf are counted),
 it computes `statistics.FeatureStatistics`, and from them each strategy's clip bounds
 and impute value. Everything is packed, field-major over the S slots, into
@@ -28,6 +31,8 @@ import numpy as np
 from tanhguard.transforms.config import Config, FeatureConfig
 from tanhguard.transforms.layout import (
     COUNT_FIELDS,
+    GRID_FIELDS,
+    GRID_PROBABILITIES,
     PHASE0_FIELDS,
     QUANTILE_FIELDS,
     REPORTED_QUANTILES,
@@ -93,6 +98,11 @@ def _phase0_fields(
         "impute_value": feature.impute.impute_value(stats, slots),
         "robust_lower": robust[0],
         "robust_upper": robust[1],
+        "zeros": np.zeros(slots) if stats.zeros is None else stats.zeros,
+        **{
+            field: stats.quantile(p)
+            for field, p in zip(GRID_FIELDS, GRID_PROBABILITIES, strict=True)
+        },
     }
 
 
@@ -134,6 +144,7 @@ class _GroupAccumulator:
 
     def __init__(self, columns: int, quantiles):
         self.counts = np.zeros((5, columns), np.int64)
+        self.zeros = np.zeros(columns, np.int64)
         self.moments = None
         self.min = np.full(columns, np.inf, np.float32)
         self.max = np.full(columns, -np.inf, np.float32)
@@ -187,6 +198,7 @@ class FirstPhaseCombineFn(beam.CombineFn):
                     (x == -np.inf).sum(axis=0),
                 ]
             )
+            group.zeros += np.count_nonzero(x == 0, axis=0)
             group.moments = merge_moments(group.moments, column_moments(x))
             if x.shape[0]:
                 group.min = np.minimum(group.min, np.where(finite, x, np.inf).min(0))
@@ -202,6 +214,7 @@ class FirstPhaseCombineFn(beam.CombineFn):
                 merged, other, self._quantiles, strict=True
             ):
                 into.counts += group.counts
+                into.zeros += group.zeros
                 into.moments = merge_moments(into.moments, group.moments)
                 into.min = np.minimum(into.min, group.min)
                 into.max = np.maximum(into.max, group.max)
@@ -229,6 +242,7 @@ class FirstPhaseCombineFn(beam.CombineFn):
                 max=group.max,
                 boundaries=quantiles.extract_output(group.quantiles),
                 grid=key[0],
+                zeros=group.zeros.astype(np.float64),
             )
         return parameters(self._config, group_stats)
 

@@ -7,7 +7,12 @@ what the graph applies:
   first: `MadCombineFn`, a pass of its own);
 - `center` and `scale` over the finite values after clipping (and `g`), by
   each slot's scale strategy;
-- the fraction of values clipped below and above, and per-slot warning flags.
+- the fraction of values clipped below and above, and per-slot warning flags;
+- the histograms of stats.json, counted while the moments are (`count_histograms`):
+  the raw finite values in equal bins over the central range, and `g(clip(x))`
+  in `OUTPUT_FINE_BINS` equal bins that become the output's histogram once
+  the scaler is fitted (the scaler is monotone, see
+  `statistics.output_histogram`).
 
 `fit` is the arithmetic; `FitPhase` is the Beam transform that feeds it, run
 inside TFT by `analyzers.fit_phase_analyzer`. TFT analyzers that depend on
@@ -17,6 +22,8 @@ of the clipped data) are plain Beam stages inside this one analyzer instead.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import apache_beam as beam
 import numpy as np
@@ -29,7 +36,14 @@ from tanhguard.transforms.layout import (
     FLAG_NO_FINITE_VALUES,
     FLAGS_CONSTANT_OUTPUT,
     GRAPH_FIELDS,
+    HISTOGRAM_BINS,
+    HISTOGRAM_FIELDS,
+    OUT_COUNT_FIELDS,
+    OUT_EDGE_FIELDS,
+    OUTPUT_FINE_BINS,
     PHASE0_FIELDS,
+    RAW_COUNT_FIELDS,
+    RAW_EDGE_FIELDS,
     field_slice,
 )
 from tanhguard.transforms.moments import (
@@ -45,7 +59,13 @@ from tanhguard.transforms.quantile_summary import (
     merge_lists,
 )
 from tanhguard.transforms.slots import Slot, needs_mad, spread_over_columns
-from tanhguard.transforms.strategies import FLOAT32_MAX, ClippedSlot
+from tanhguard.transforms.statistics import (
+    bin_counts,
+    histogram_edges,
+    histogram_range,
+    output_histogram,
+)
+from tanhguard.transforms.strategies import FLOAT32_MAX, ClippedSlot, log_transform
 
 # A scale this small relative to the center is float rounding, not spread: a
 # column of one repeated float32 value has a float64 std of about 1e-16 * |c|,
@@ -136,6 +156,165 @@ def clipped_moments(
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class ColumnHistograms:
+    """Per column of `[rows, D]`: the raw histogram's counts, and the counts
+    the output's histogram is made of."""
+
+    raw: np.ndarray  # [D, HISTOGRAM_BINS]
+    below: np.ndarray  # [D] finite values left of the raw range
+    above: np.ndarray  # [D] ... and right of it
+    fine: np.ndarray  # [D, OUTPUT_FINE_BINS + 1] g(clip(x)), finite x
+    imputed: np.ndarray  # [D] NaN after the inf policy: the impute value
+    pos_inf: np.ndarray  # [D] +Inf (clipped to `upper`)
+    neg_inf: np.ndarray  # [D] -Inf (clipped to `lower`)
+
+
+def merge_histograms(
+    left: ColumnHistograms | None, right: ColumnHistograms | None
+) -> ColumnHistograms | None:
+    """Adds two batches' counts (either may be None: nothing seen yet)."""
+    if left is None or right is None:
+        return right if left is None else left
+    return ColumnHistograms(
+        *(
+            getattr(left, field.name) + getattr(right, field.name)
+            for field in dataclasses.fields(ColumnHistograms)
+        )
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class HistogramGrids:
+    """Per slot: the raw histogram's edges `[S, K + 1]` and the fine edges of
+    `g(clip(x))` `[S, F + 1]` (float64, equal widths)."""
+
+    raw: np.ndarray
+    fine: np.ndarray
+
+
+def histogram_grids(
+    slots: list[Slot], parameters: np.ndarray, lower: np.ndarray, upper: np.ndarray
+) -> HistogramGrids:
+    """The bins the fit phase counts in, from the first phase's statistics and
+    the final clip bounds.
+
+    The raw bins cover `statistics.histogram_range`. The fine bins cover the
+    clipped finite values, `g(clip(min))` to `g(clip(max))`; when that is one
+    number `v` they are `[v - 1, v]`, so that every value lands in the top
+    bucket (values equal to the last edge).
+    """
+    count = len(slots)
+    field = {
+        name: phase0_field(parameters, name, count)
+        for name in ("count", "min", "max", "q0.001", "q0.999")
+    }
+    lo, hi = histogram_range(field, lower, upper)
+    raw = histogram_edges(lo, hi, HISTOGRAM_BINS)
+    log = np.array([slot.scale.log for slot in slots], dtype=bool)
+    with np.errstate(invalid="ignore"):
+        ends = [np.clip(field[name], lower, upper) for name in ("min", "max")]
+    fine_lo, fine_hi = (np.where(log, log_transform(end), end) for end in ends)
+    usable = (field["count"] > 0) & np.isfinite(fine_lo) & np.isfinite(fine_hi)
+    fine_lo = np.where(usable, fine_lo, 0.0)
+    fine_hi = np.where(usable, fine_hi, 1.0)
+    fine_lo = np.where(fine_lo >= fine_hi, fine_hi - 1.0, fine_lo)
+    fine = histogram_edges(fine_lo, fine_hi, OUTPUT_FINE_BINS)
+    return HistogramGrids(raw, fine)
+
+
+def count_histograms(
+    x: np.ndarray,
+    slots: list[Slot],
+    grids: HistogramGrids,
+    lower: np.ndarray,
+    upper: np.ndarray,
+) -> ColumnHistograms:
+    """The histogram counts of one batch `x` (`[rows, D]` float64, after the
+    inf policy, NaN for missing values), per column."""
+    x = np.asarray(x, dtype=np.float64)
+    columns = x.shape[1]
+    owner = np.zeros(columns, np.int64)
+    for index, slot in enumerate(slots):
+        owner[list(slot.columns)] = index
+    raw, below, above = bin_counts(x, grids.raw[owner])
+    log = np.array([slots[i].scale.log for i in owner], dtype=bool)
+    with np.errstate(invalid="ignore"):
+        clipped = np.clip(x, lower[owner], upper[owner])
+    if log.any():
+        clipped = np.where(log, log_transform(clipped), clipped)
+    infinite = np.isinf(x)
+    if infinite.any():  # +-Inf are point masses at the bounds, not binned
+        clipped[infinite] = np.nan
+    fine, _, _ = bin_counts(clipped, grids.fine[owner], top_bucket=True)
+    return ColumnHistograms(
+        raw=raw,
+        below=below,
+        above=above,
+        fine=fine,
+        imputed=np.count_nonzero(np.isnan(x), axis=0),
+        pos_inf=np.count_nonzero(x == np.inf, axis=0),
+        neg_inf=np.count_nonzero(x == -np.inf, axis=0),
+    )
+
+
+def _histogram_fields(
+    slots: list[Slot],
+    parameters: np.ndarray,
+    out: dict[str, np.ndarray],
+    histograms: ColumnHistograms,
+    output_bounds: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """`HISTOGRAM_FIELDS` per slot from the counts and the fitted scaler."""
+    count = len(slots)
+    lower, upper = out["lower"], out["upper"]
+    grids = histogram_grids(slots, parameters, lower, upper)
+    impute = _to_float32_range(phase0_field(parameters, "impute_value", count))
+    fields = {name: np.full(count, np.nan) for name in HISTOGRAM_FIELDS}
+    for index, slot in enumerate(slots):
+        where = list(slot.columns)
+        raw = histograms.raw[where].sum(axis=0)
+        for name, value in zip(RAW_EDGE_FIELDS, grids.raw[index], strict=True):
+            fields[name][index] = value
+        for name, value in zip(RAW_COUNT_FIELDS, raw, strict=True):
+            fields[name][index] = value
+        fields["raw_below"][index] = histograms.below[where].sum()
+        fields["raw_above"][index] = histograms.above[where].sum()
+
+        lo, hi = float(lower[index]), float(upper[index])
+        center, scale = float(out["center"][index]), float(out["scale"][index])
+        bound = float(output_bounds[index])
+
+        def g(value: float, log: bool = slot.scale.log) -> float:
+            return float(log_transform(np.float64(value))) if log else value
+
+        def image(values, center=center, scale=scale, bound=bound):
+            if scale == 0.0:
+                return np.zeros_like(values)
+            return np.clip((values - center) / scale, -bound, bound)
+
+        imputed = g(min(max(float(impute[index]), lo), hi))
+        points = [
+            (imputed, histograms.imputed[where].sum()),
+            (g(hi), histograms.pos_inf[where].sum()),
+            (g(lo), histograms.neg_inf[where].sum()),
+        ]
+        edges, counts = output_histogram(
+            grids.fine[index],
+            histograms.fine[where].sum(axis=0),
+            points,
+            image,
+            HISTOGRAM_BINS,
+            bound,
+        )
+        fields["out_bins"][index] = counts.size
+        for name, value in zip(OUT_EDGE_FIELDS, edges, strict=False):
+            fields[name][index] = value
+        for name, value in zip(OUT_COUNT_FIELDS, counts, strict=False):
+            fields[name][index] = value
+    return fields
+
+
 def _flags(clipped: ClippedSlot, minimum: float, maximum: float) -> int:
     if clipped.count == 0:
         return FLAG_NO_FINITE_VALUES
@@ -152,6 +331,8 @@ def fit(
     parameters: np.ndarray,
     mads: np.ndarray,
     moments: ColumnMoments,
+    histograms: ColumnHistograms | None = None,
+    output_bounds: np.ndarray | None = None,
 ) -> np.ndarray:
     """The `FIT_FIELDS` vector (field-major over slots) for the graph and stats.
 
@@ -163,6 +344,10 @@ def fit(
     when neither its clip nor its impute value needs data) maps its bounds
     onto [-1, 1].
 
+    The histogram fields come from `histograms` (see `count_histograms`) and
+    each slot's output bound as the graph applies it (`output_bounds`, the
+    float32 value `mappers.float32_bound` gives); without them they are NaN.
+
     Raises:
       NoFiniteValuesError: see `check_finite_data`.
       ValueError: a derived number is not finite (a bug, never silently used).
@@ -171,7 +356,7 @@ def fit(
     count = len(slots)
     lower, upper = final_bounds(slots, parameters, mads)
     field = {name: phase0_field(parameters, name, count) for name in PHASE0_FIELDS}
-    out = {name: np.zeros(count) for name in FIT_FIELDS}
+    out = {name: np.zeros(count) for name in FIT_FIELDS if name not in HISTOGRAM_FIELDS}
     out["lower"], out["upper"] = lower, upper
     out["mad"] = np.where([s.clip.needs_mad for s in slots], mads, np.nan)
     for index, slot in enumerate(slots):
@@ -205,6 +390,14 @@ def fit(
     log = np.array([slot.scale.log for slot in slots], dtype=bool)
     out["center"] = _as_applied(out["center"], log)
     out["scale"] = _as_applied(out["scale"], log)
+    if histograms is not None and output_bounds is not None:
+        out.update(
+            _histogram_fields(
+                slots, parameters, out, histograms, np.asarray(output_bounds)
+            )
+        )
+    else:
+        out.update({name: np.full(count, np.nan) for name in HISTOGRAM_FIELDS})
     for name in GRAPH_FIELDS:
         bad = ~np.isfinite(out[name])
         if bad.any():
@@ -249,37 +442,59 @@ class MadCombineFn(beam.CombineFn):
 
 
 def _merge_with_parameters(parts):
-    """Merges `(parameters, ColumnMoments)` pairs; the parameters are the same
-    in every batch, so the first is kept."""
+    """Merges `(parameters, ColumnMoments, ColumnHistograms)` triples; the
+    parameters are the same in every batch, so the first is kept."""
     merged = None
-    for parameters, moments in parts:
+    for parameters, moments, histograms in parts:
         if merged is None:
-            merged = (parameters, moments)
+            merged = (parameters, moments, histograms)
         else:
-            merged = (merged[0], merge_moments(merged[1], moments))
+            merged = (
+                merged[0],
+                merge_moments(merged[1], moments),
+                merge_histograms(merged[2], histograms),
+            )
     return merged
 
 
 class FitPhase(beam.PTransform):
     """Batches of `(x [rows, D], parameters [1, K0])` -> the statistics vector:
-    the parameters, then `FIT_FIELDS` (see `tanhguard.transforms.layout`)."""
+    the parameters, then `FIT_FIELDS` (see `tanhguard.transforms.layout`).
 
-    def __init__(self, slots: list[Slot], mads: np.ndarray | None = None):
+    `output_bounds` (per slot, see `fit`) turns on the histograms; the
+    moments and the histograms are counted in the same stage.
+    """
+
+    def __init__(
+        self,
+        slots: list[Slot],
+        mads: np.ndarray | None = None,
+        output_bounds: np.ndarray | None = None,
+    ):
         super().__init__()
         self._slots = slots
         self._mads = mads
+        self._output_bounds = output_bounds
 
     def expand(self, batches: beam.PCollection) -> list[beam.PCollection]:
         slots = self._slots
+        output_bounds = self._output_bounds
 
-        def batch_moments(batch, mads: np.ndarray) -> tuple[np.ndarray, ColumnMoments]:
+        def batch_moments(batch, mads: np.ndarray):
             parameters = np.asarray(batch[1])[0]
             lower, upper = final_bounds(slots, parameters, mads)
-            return parameters, clipped_moments(batch[0], slots, lower, upper)
+            x = np.asarray(batch[0], dtype=np.float64)
+            moments = clipped_moments(x, slots, lower, upper)
+            if output_bounds is None:
+                return parameters, moments, None
+            grids = histogram_grids(slots, parameters, lower, upper)
+            histograms = count_histograms(x, slots, grids, lower, upper)
+            return parameters, moments, histograms
 
         def finish(merged, mads: np.ndarray) -> np.ndarray:
-            parameters, moments = merged
-            return np.concatenate([parameters, fit(slots, parameters, mads, moments)])
+            parameters, moments, histograms = merged
+            fitted = fit(slots, parameters, mads, moments, histograms, output_bounds)
+            return np.concatenate([parameters, fitted])
 
         if self._mads is not None or not needs_mad(slots):
             # One pass: every batch carries the parameters, and the MADs are

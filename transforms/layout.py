@@ -17,11 +17,28 @@ from __future__ import annotations
 
 # Probabilities reported in stats.json for every feature.
 REPORTED_QUANTILES = (0.001, 0.01, 0.25, 0.5, 0.75, 0.99, 0.999)
+# stats.json's `quantile_grid`: 0.001, 0.01, 0.02, ..., 0.99, 0.999 (101
+# points, all on the first phase's 1,000-point grid, so they cost nothing).
+GRID_PROBABILITIES = (0.001, *(round(k / 100, 2) for k in range(1, 100)), 0.999)
+
+# Histograms, counted in the fit phase (no pass of their own): the raw finite
+# values in `HISTOGRAM_BINS` equal bins over the central range (see
+# `tanhguard.transforms.statistics.histogram_range`), and the graph's output:
+# counted as `OUTPUT_FINE_BINS` equal bins of `g(clip(x))`, mapped through the
+# fitted scaler once it is known and merged into at most `HISTOGRAM_BINS`
+# bins, plus at most two bins for values that sit apart from the finite ones
+# (imputed values, +-Inf sent to the clip bounds).
+HISTOGRAM_BINS = 50
+OUTPUT_FINE_BINS = 1_000
+OUTPUT_MAX_BINS = HISTOGRAM_BINS + 2
 
 # Phase-0 statistics, field-major: `parameters = [num_rows, field_0[S], ...]`.
 COUNT_FIELDS = ("count", "missing", "nan", "pos_inf", "neg_inf")
 MOMENT_FIELDS = ("mean", "std", "min", "max")
 QUANTILE_FIELDS = tuple(f"q{p}" for p in REPORTED_QUANTILES)
+# Finite values equal to 0 (TFDV's `num_zeros`).
+ZERO_FIELDS = ("zeros",)
+GRID_FIELDS = tuple(f"grid{p}" for p in GRID_PROBABILITIES)
 # `phase0_lower`/`phase0_upper` are every strategy's bounds but `mad`'s; the
 # final `lower`/`upper` are FIT_FIELDS. `robust_lower`/`robust_upper` are the
 # quantiles a scaler's `range_probabilities` asks for (0 when none).
@@ -32,14 +49,41 @@ BOUND_FIELDS = (
     "robust_lower",
     "robust_upper",
 )
-PHASE0_FIELDS = COUNT_FIELDS + MOMENT_FIELDS + QUANTILE_FIELDS + BOUND_FIELDS
+PHASE0_FIELDS = (
+    COUNT_FIELDS
+    + MOMENT_FIELDS
+    + QUANTILE_FIELDS
+    + BOUND_FIELDS
+    + ZERO_FIELDS
+    + GRID_FIELDS
+)
 
 # What the fit phase adds, field-major over slots. The first four are what
 # the graph applies.
 GRAPH_FIELDS = ("center", "scale", "lower", "upper")
 FIT_FIELDS = (*GRAPH_FIELDS, "mad", "fit_count", "clipped_below", "clipped_above")
 FIT_FIELDS += ("flags",)
-assert not set(PHASE0_FIELDS) & set(FIT_FIELDS), "field names must be unique"
+# The raw histogram: `HISTOGRAM_BINS + 1` edges, the counts, and the finite
+# values below the first / above the last edge.
+RAW_EDGE_FIELDS = tuple(f"raw_edge{i}" for i in range(HISTOGRAM_BINS + 1))
+RAW_COUNT_FIELDS = tuple(f"raw_count{i}" for i in range(HISTOGRAM_BINS))
+# The output histogram: `out_bins` bins (at most `OUTPUT_MAX_BINS`), its
+# edges and counts; the fields past them are NaN.
+OUT_EDGE_FIELDS = tuple(f"out_edge{i}" for i in range(OUTPUT_MAX_BINS + 1))
+OUT_COUNT_FIELDS = tuple(f"out_count{i}" for i in range(OUTPUT_MAX_BINS))
+HISTOGRAM_FIELDS = (
+    RAW_EDGE_FIELDS
+    + RAW_COUNT_FIELDS
+    + ("raw_below", "raw_above", "out_bins")
+    + OUT_EDGE_FIELDS
+    + OUT_COUNT_FIELDS
+)
+FIT_FIELDS += HISTOGRAM_FIELDS
+assert len(set(PHASE0_FIELDS + FIT_FIELDS)) == len(PHASE0_FIELDS + FIT_FIELDS), (
+    "field names must be unique"
+)
+_PHASE0_INDEX = {field: index for index, field in enumerate(PHASE0_FIELDS)}
+_FIT_INDEX = {field: index for index, field in enumerate(FIT_FIELDS)}
 
 # Bits of the `flags` field; `FLAG_MESSAGES` is their text in stats.json.
 FLAG_CONSTANT = 1
@@ -84,12 +128,12 @@ def field_slice(field: str, slots: int) -> slice:
     phase-0 field, in the parameters vector, its prefix).
 
     >>> field_slice("count", 2), field_slice("center", 2)
-    (slice(1, 3, None), slice(43, 45, None))
+    (slice(1, 3, None), slice(247, 249, None))
     """
-    if field in PHASE0_FIELDS:
-        start = 1 + PHASE0_FIELDS.index(field) * slots
-    elif field in FIT_FIELDS:
-        start = phase0_length(slots) + FIT_FIELDS.index(field) * slots
+    if field in _PHASE0_INDEX:
+        start = 1 + _PHASE0_INDEX[field] * slots
+    elif field in _FIT_INDEX:
+        start = phase0_length(slots) + _FIT_INDEX[field] * slots
     else:
         raise KeyError(f"no field `{field}` in the statistics vector")
     return slice(start, start + slots)

@@ -25,14 +25,20 @@ import tensorflow as tf
 from tanhguard.transforms.analyzers import first_phase_analyzer, fit_phase_analyzer
 from tanhguard.transforms.config import Config, FeatureConfig
 from tanhguard.transforms.layout import GRAPH_FIELDS, field_slice
-from tanhguard.transforms.mappers import apply_inf_policy, densify, guard
+from tanhguard.transforms.mappers import (
+    apply_inf_policy,
+    densify,
+    float32_bound,
+    guard,
+)
 from tanhguard.transforms.slots import plan_slots, total_slots
 
 FitPhaseAnalyzer = Callable[..., tf.Tensor]
 """Runs the fit phase (`tanhguard.transforms.fit_phase`).
 
-Called once per trace with `(x, parameters, slots)`, plus `mads=` when the
-caller knows them: `x` is float64
+Called once per trace with `(x, parameters, slots, output_bounds=...)`, plus
+`mads=` when the caller knows them (`output_bounds`: each slot's output bound
+as the graph applies it, which turns on the histograms): `x` is float64
 `[batch, D]`, every feature's elements side by side after the inf policy (NaN
 for missing values; D is the total element count); `parameters` is the float64
 vector of the first phase (`PHASE0_FIELDS`, field-major over the S slots);
@@ -138,6 +144,12 @@ def build_preprocessing_fn(
         )
         fitter = fit_phase or fit_phase_analyzer
         known = {} if mads is None else {"mads": np.asarray(mads, np.float64)}
+        known["output_bounds"] = np.array(
+            [
+                float(float32_bound(config.features[slot.feature].output_bound))
+                for slot in plan_slots(config)
+            ]
+        )
         slots = total_slots(config)
         # The statistics vector is an analyzer output, so the saved graph holds
         # it as a constant under this name, with everything stats.json reports.

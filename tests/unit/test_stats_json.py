@@ -78,6 +78,11 @@ FEATURE_KEYS = {
     "output_bound",
     "constant",
     "warnings",
+    # format_version 4
+    "zeros",
+    "histogram",
+    "output_histogram",
+    "quantile_grid",
 }
 QUANTILE_KEYS = ["0.001", "0.01", "0.25", "0.5", "0.75", "0.99", "0.999"]
 COLUMNS = {name: list(c) for name, c in element_columns(CONFIG).items()}
