@@ -89,5 +89,5 @@ setup(
         # The TFX environment (Python 3.10): constraints/py310-tfx.txt pins it.
         "tfx": ["tfx>=1.16,<1.17", "apache-beam[gcp]>=2.60,<2.61", "dill"],
     },
-    entry_points={"console_scripts": ["tanhguard = tanhguard.pipeline.cli:main"]},
+    entry_points={"console_scripts": ["tanhguard = tanhguard.pipeline.cli:entry"]},
 )

@@ -34,6 +34,7 @@ from tanhguard.pipeline.artifacts import (
 )
 from tanhguard.pipeline.batch_layout import dense_batch, tensor_adapter_config
 from tanhguard.pipeline.graph_stats import read_graph_stats
+from tanhguard.pipeline.html_report import write_report
 from tanhguard.pipeline.job_errors import data_errors_unwrapped
 from tanhguard.pipeline.output_dir import publish_dir
 from tanhguard.pipeline.readers import ReadRecordBatches, resolve_inputs
@@ -219,6 +220,7 @@ def run_analyze(
         }
         write_stats(staging, stats)
         write_tfdv_stats(staging, stats)
+        write_report(staging)
     return stats
 
 

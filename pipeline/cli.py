@@ -459,5 +459,22 @@ def _fail(message: str, debug: bool) -> int:
     return EXIT_ERROR
 
 
+def entry() -> None:
+    """The `tanhguard` console script: `main`, then a fast exit.
+
+    Once `main` has returned, every output is published and closed; what
+    remains is the interpreter's teardown of TensorFlow's and Beam's threads
+    and modules, 1.3 to 3 s on a 2-core machine, a quarter of a small job.
+    So the logs and streams are flushed and the process ends at once with
+    `main`'s status. A usage error (`SystemExit` from argparse) and
+    `--version` leave the ordinary way.
+    """
+    status = main()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -176,7 +176,9 @@ def run_demo(output: str | Path, rows: int = 20_000) -> dict[str, Any]:
     """
     from tanhguard.pipeline.analyze import run_analyze
     from tanhguard.pipeline.artifacts import write_stats
+    from tanhguard.pipeline.html_report import write_report
     from tanhguard.pipeline.output_dir import publish_dir
+    from tanhguard.pipeline.tfdv_stats import write_tfdv_stats
 
     output = Path(output).absolute()
     config = demo_config()
@@ -197,6 +199,8 @@ def run_demo(output: str | Path, rows: int = 20_000) -> dict[str, Any]:
         published = str(output / "data" / "demo.csv")
         stats["data"] = {**stats["data"], "pattern": published, "files": [published]}
         write_stats(artifacts, stats)
+        write_tfdv_stats(artifacts, stats)
+        write_report(artifacts)
     return {
         "stats": stats,
         "comparison": compare_tanh(raw, transformed),

@@ -54,6 +54,10 @@ def test_analyze_command_writes_loadable_artifacts(tmp_path, capsys):
     )
     assert (out / "transform_fn" / "saved_model.pb").exists()
     assert (out / "transformed_metadata").is_dir()
+    # Written by default: the HTML report and the statistics for TFDV.
+    report = (out / "report.html").read_text()
+    assert "<svg" in report and "http://" not in report and "https://" not in report
+    assert (out / "stats.tfdv.pb").stat().st_size > 0
 
 
 def test_analyze_command_reports_bad_config_and_exits_nonzero(tmp_path, capsys):

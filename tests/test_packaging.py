@@ -65,7 +65,7 @@ def test_wheel_holds_the_license_type_marker_configs_and_entry_point(wheel):
     assert {"tanhguard/pipeline/cli.py", "tanhguard/transforms/config.py"} <= names
     assert not any(n.startswith(("tests/", "pipeline/", "transforms/")) for n in names)
     entry_points = _read(wheel, ".dist-info/entry_points.txt")
-    assert "tanhguard = tanhguard.pipeline.cli:main" in entry_points
+    assert "tanhguard = tanhguard.pipeline.cli:entry" in entry_points
 
 
 def test_the_installed_wheel_runs_its_command(wheel, tmp_path):
