@@ -176,6 +176,11 @@ class ElementCheck:
     new_clipped_below: float
     new_clipped_above: float
     drift: float | None  # None: no training histogram, or no finite values
+    # The training histogram's edges and, over [below, bins..., above], the
+    # shares of finite values in each (empty without a training histogram).
+    edges: list[float] = dataclasses.field(default_factory=list)
+    train_shares: list[float] = dataclasses.field(default_factory=list)
+    new_shares: list[float] = dataclasses.field(default_factory=list)
 
     @property
     def new_clipped(self) -> float:
@@ -224,6 +229,15 @@ class CheckResult:
                 )
         return failed
 
+    def worst_elements(self) -> list[ElementCheck]:
+        """Per feature, the element that grew most (a scalar: itself)."""
+        worst: dict[str, ElementCheck] = {}
+        for element in self.elements:
+            best = worst.get(element.feature)
+            if best is None or _severity(element) > _severity(best):
+                worst[element.feature] = element
+        return list(worst.values())
+
     def table(self) -> str:
         """One line per feature (a vector: its element with the largest
         clipped increase), at most 100 columns; then the verdict."""
@@ -237,13 +251,7 @@ class CheckResult:
             header,
             "-" * min(WIDTH, len(header) + 6),
         ]
-        worst: dict[str, ElementCheck] = {}
-        for element in self.elements:
-            key = element.feature
-            best = worst.get(key)
-            if best is None or _severity(element) > _severity(best):
-                worst[key] = element
-        for element in worst.values():
+        for element in self.worst_elements():
             reasons = self.reasons(element)
             label = element.label
             if len(label) > 17:
@@ -351,6 +359,7 @@ def _compare(
             train(f) for f in ("count", "missing", "nan", "pos_inf", "neg_inf")
         )
         new_shares = histogram / max(histogram.sum(), 1.0)
+        has_bins = bool(element.edges.size)
         drift = (
             float(np.max(np.abs(new_shares - element.train_shares)))
             if c["finite"] and element.edges.size
@@ -370,6 +379,9 @@ def _compare(
                 new_clipped_below=c["below"] / max(c["finite"], 1),
                 new_clipped_above=c["above"] / max(c["finite"], 1),
                 drift=drift,
+                edges=element.edges.tolist(),
+                train_shares=element.train_shares.tolist() if has_bins else [],
+                new_shares=new_shares.tolist() if has_bins else [],
             )
         )
     return checks

@@ -253,6 +253,10 @@ def _parser() -> argparse.ArgumentParser:
         help="fail when a histogram's L-infinity drift exceeds this (default: off)",
     )
     check.add_argument("--json", action="store_true", help="print JSON")
+    check.add_argument(
+        "--html",
+        help="also write the findings as an HTML page (histograms, training vs new)",
+    )
 
     commands.add_parser("config-schema", help="print the JSON Schema of a config")
 
@@ -345,6 +349,10 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
             max_drift=args.max_drift,
         )
         print(json.dumps(result.to_json(), indent=2) if args.json else result.table())
+        if args.html:
+            from tanhguard.pipeline.html_report import write_check_report
+
+            logger.info("check report: %s", write_check_report(result, args.html))
         failed = result.failed
         if failed:
             logger.warning("check failed: %s", ", ".join(failed))

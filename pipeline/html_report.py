@@ -793,12 +793,21 @@ def write_report(artifacts_dir: str | Path, output: str | Path | None = None) ->
             f"{path}: cannot report on stats.json: {type(error).__name__} "
             f"{error} (written by another tanhguard version?)"
         ) from None
-    if output is not None and "://" in os.fspath(output):
+    target = output if output is not None else Path(artifacts_dir) / REPORT_FILE
+    target = _write_page(text, target)
+    logger.debug("report: %s", target)
+    return target
+
+
+def _write_page(text: str, output: str | Path) -> Path:
+    """Writes a page atomically; an existing file only if tanhguard wrote it.
+    Returns its path."""
+    if "://" in os.fspath(output):
         raise OutputError(
             f"{output}: the report is written to a local file; write it locally "
             "and copy it"
         )
-    target = Path(output) if output is not None else Path(artifacts_dir) / REPORT_FILE
+    target = Path(output)
     _check_replaceable(target)
     temporary = target.with_name(f".{target.name}.tanhguard-{os.getpid()}")
     try:
@@ -809,8 +818,116 @@ def write_report(artifacts_dir: str | Path, output: str | Path | None = None) ->
         raise OutputError(
             f"{target}: cannot write the report: {error.strerror or error}"
         ) from None
-    logger.debug("report: %s", target)
     return target
+
+
+def drift_chart(element: Any, prefix: str) -> str:
+    """Training vs new shares of the finite values over the training
+    histogram's bins, with the shares below and above it in the title."""
+    figure, axes = _figure(5.2, 2.0)
+    edges = [float(e) for e in element.edges]
+    train, new = element.train_shares, element.new_shares
+    axes.stairs(
+        train[1:-1], edges, color="#888888", lw=1.5, gid="tg-train", label="training"
+    )
+    axes.stairs(
+        new[1:-1],
+        edges,
+        fill=True,
+        color=DATA_COLOR,
+        alpha=0.6,
+        gid="tg-new",
+        label="new",
+    )
+    axes.set_ylabel("share of finite values")
+    axes.legend(loc="upper right", frameon=False)
+    axes.set_title(
+        f"below the bins: {_percent(train[0])} -> {_percent(new[0])};  "
+        f"above: {_percent(train[-1])} -> {_percent(new[-1])}",
+        fontsize=8,
+    )
+    return _svg(figure, prefix)
+
+
+def check_html(result: Any) -> str:
+    """`tanhguard check`'s findings as a self-contained HTML page: the
+    verdict, the table, and per feature (a vector: its element that grew
+    most) the training and new histograms on the training's bins."""
+    failed = result.failed
+    verdict = (
+        "FAILED: " + "; ".join(f"{n} ({', '.join(r)})" for n, r in failed.items())
+        if failed
+        else "OK: no threshold exceeded."
+    )
+    rows, panels = [], []
+    for number, element in enumerate(result.worst_elements()):
+        reasons = result.reasons(element)
+        drift = "-" if element.drift is None else f"{element.drift:.3f}"
+        status = "FAIL" if reasons else "ok"
+        rows.append(
+            f'<tr class="{status.lower()}"><td><a href="#{_anchor(element.label)}">'
+            f"{_e(element.label)}</a></td>"
+            f"<td>{_percent(element.new_nonfinite)}</td>"
+            f"<td>{_percent(element.train_nonfinite)}</td>"
+            f"<td>{_percent(element.new_clipped)}</td>"
+            f"<td>{_percent(element.train_clipped)}</td>"
+            f"<td>{drift}</td><td>{status}</td></tr>"
+        )
+        chart = (
+            drift_chart(element, f"d{number}")
+            if element.edges
+            else "<p>No training histogram (artifacts from an older tanhguard): "
+            "no drift.</p>"
+        )
+        panels.append(
+            f'<section class="feature" id="{_anchor(element.label)}" '
+            f'data-name="{_e(element.label)}"><h2>{_e(element.label)} '
+            f"<small>{status}{': ' if reasons else ''}{_e(', '.join(reasons))}"
+            f"</small></h2>{chart}</section>"
+        )
+    thresholds = (
+        f"clipped share +{_percent(result.max_clipped_increase)}, non-finite share "
+        f"+{_percent(result.max_missing_increase)}"
+        + (
+            f", drift {result.max_drift}"
+            if result.max_drift is not None
+            else ", drift not judged"
+        )
+    )
+    return "\n".join(
+        [
+            "<!DOCTYPE html>",
+            '<html lang="en"><head><meta charset="utf-8">',
+            GENERATOR,
+            '<meta name="viewport" content="width=device-width, initial-scale=1">',
+            "<title>tanhguard check</title>",
+            f"<style>{_CSS} section.feature svg {{max-width: 680px}}</style>",
+            "</head><body>",
+            "<h1>tanhguard check</h1>",
+            f'<p class="meta">{_count(result.rows)} rows of <code>{_e(result.data)}'
+            f"</code> against <code>{_e(result.artifacts)}</code> · thresholds: "
+            f"{_e(thresholds)}</p>",
+            f'<p class="{"warnings" if failed else "notice"}" id="verdict">'
+            f"{_e(verdict)}</p>",
+            '<table id="check"><thead><tr><th>feature</th><th>non-finite</th>'
+            "<th>(training)</th><th>clipped</th><th>(training)</th><th>drift</th>"
+            "<th>result</th></tr></thead><tbody>",
+            *rows,
+            "</tbody></table>",
+            "<p><small>non-finite: share of values missing, NaN or +-Inf; clipped: "
+            "share of finite values outside the training clip bounds; drift: "
+            "L-infinity distance between the training and new histograms of "
+            "finite values.</small></p>",
+            *panels,
+            "</body></html>\n",
+        ]
+    )
+
+
+def write_check_report(result: Any, output: str | Path) -> Path:
+    """Writes `check_html(result)` to `output` (replacing only a page
+    tanhguard wrote)."""
+    return _write_page(check_html(result), output)
 
 
 def _check_replaceable(target: Path) -> None:

@@ -92,6 +92,28 @@ def test_thresholds_decide_and_the_table_fits_100_columns(trained, capsys):
     assert capsys.readouterr().out.splitlines()[-1] == "OK: no threshold exceeded."
 
 
+def test_the_html_page_shows_the_verdict_and_one_chart_per_feature(trained):
+    _shifted_copy(trained / "train.csv", trained / "new3.csv")
+    page = trained / "check.html"
+    argv = ["check", "--artifacts", str(trained / "artifacts")]
+    argv += ["--data", str(trained / "new3.csv"), "--html", str(page)]
+    assert main(argv) == EXIT_ERROR
+    html = page.read_text()
+    features = demo_config().features
+    assert html.count('<section class="feature"') == len(features)
+    assert html.count('class="tg-new"') == len(features)  # every one has bins
+    verdict = html[html.index('id="verdict"') :].split("</p>")[0]
+    assert "fare (clipped +" in verdict and "sensor (missing/NaN/Inf +" in verdict
+    assert "http://" not in html and "https://" not in html
+    # A page tanhguard wrote is replaced; another file never is.
+    assert main(argv) == EXIT_ERROR
+    other = trained / "mine.html"
+    other.write_text("<html>mine</html>")
+    argv[-1] = str(other)
+    assert main(argv) == EXIT_ERROR
+    assert other.read_text() == "<html>mine</html>"
+
+
 def test_the_combiner_counts_like_numpy():
     rng = np.random.default_rng(0)
     x = rng.standard_cauchy((500, 3)).astype(np.float32)
