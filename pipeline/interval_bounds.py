@@ -460,11 +460,23 @@ def _batch_norm(layer: Any, box: Box, unit: float) -> Box:
 
 def _layer_norm(layer: Any, box: Box, unit: float) -> Box:
     """|x_i - mean| / sqrt(var + eps) <= sqrt(n - 1) over n elements, and
-    <= span / sqrt(eps); with rms scaling |x_i| / rms <= sqrt(n)."""
+    <= span / sqrt(eps); with rms scaling |x_i| / rms <= sqrt(n).
+
+    In floating point the centring cancels: Keras computes `x * inv - mean *
+    inv` (or `(x - mean) * inv`) with `inv <= 1 / sqrt(eps)`, so each
+    normalized value may be off by a few ulps of `|x| / sqrt(eps)` whatever
+    the spread (one element: exactly 0 in reals, not in float32). The bounds
+    are widened by that; an input box that is not finite (or eps 0) leaves
+    the output unbounded in floating point (+-Inf inputs give NaN).
+    """
     rank = len(box.shape)
     axes = _axes(layer.axis, rank)
     n = int(np.prod([box.shape[a] for a in axes]))
     eps = float(layer.epsilon)
+    magnitude = float(box.magnitude().max()) if box.lower.size else 0.0
+    if not math.isfinite(magnitude) or eps <= 0:
+        return unbounded(box.shape, box.unbounded_after)
+    cancellation = 8 * unit * magnitude / math.sqrt(eps) if eps > 0 else 0.0
     if getattr(layer, "rms_scaling", False):
         limit = math.sqrt(n)
         if eps > 0:
@@ -479,10 +491,12 @@ def _layer_norm(layer: Any, box: Box, unit: float) -> Box:
     beta = getattr(layer, "beta", None)
     gamma = np.ones(shape) if gamma is None else _weights(gamma).reshape(shape)
     beta = np.zeros(shape) if beta is None else _weights(beta).reshape(shape)
+    if getattr(layer, "rms_scaling", False):
+        cancellation = 0.0  # no centring: relative rounding only
     normalized = make_box(np.full(box.shape, -limit), np.full(box.shape, limit))
-    out = _affine(widen(normalized, 16 * unit), gamma, beta, unit)
-    # Bounded whatever the input: an unknown layer before it no longer matters.
-    return out
+    normalized = widen(normalized, 16 * unit, cancellation + 16 * unit)
+    # Bounded for every finite input box, whatever came before it.
+    return _affine(normalized, gamma, beta, unit)
 
 
 _IDENTITIES = {

@@ -259,3 +259,28 @@ def test_a_custom_activation_is_reported_unknown_and_nested_models_are_walked(fa
     assert paths[0] == ("inner/custom", None)
     assert np.all(np.isfinite(context.records[0].box.upper))
     assert np.all(np.isinf(context.records[1].box.upper))  # after the unknown
+
+
+@pytest.mark.parametrize("family", list(FAMILIES), ids=lambda f: f"in {f}")
+def test_layer_norm_bounds_cover_the_rounding_of_its_centring(family):
+    """One element: x - mean is 0 in reals, not in float32 (found by the
+    property above: Dense(tanh) -> Dense -> LayerNormalization -> Dense(tanh),
+    weights of scale 10, seed 0, box [0, 1])."""
+    steps = ["dense_tanh", "dense_linear", "layer_norm"]
+    model = _feedforward(FAMILIES[family], 1, steps, [1, 1, 1])
+    _random_weights(model, np.random.default_rng(0), 10.0)
+    _assert_sound(model, np.array([0.0]), np.array([1.0]), 0)
+
+
+@pytest.mark.parametrize("family", list(FAMILIES), ids=lambda f: f"in {f}")
+def test_layer_norm_of_an_unbounded_input_is_unbounded(family):
+    """+-Inf inputs make LayerNormalization NaN: no finite bound holds."""
+    layers = FAMILIES[family].layers
+    inputs = FAMILIES[family].Input((3,))
+    outputs = layers.Dense(2, activation="tanh")(layers.LayerNormalization()(inputs))
+    model = FAMILIES[family].Model(inputs, outputs)
+    _, context = propagate(model, [make_box([-np.inf] * 3, [np.inf] * 3)])
+    (record,) = context.records
+    assert np.all(np.isinf(record.box.upper))
+    x = np.array([[np.inf, 1.0, 2.0]], np.float32)
+    assert np.isnan(np.asarray(model(x))).any()  # what the bound allows for
