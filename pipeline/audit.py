@@ -254,11 +254,13 @@ class LayerAudit:
             where = self.proven.unbounded_after
             return f"unbounded after layer `{where}`: not analysed" if where else None
         factor = OVERFLOW_FLOAT32 / self.proven.max_abs
+        # Only the weights scale z exactly: a smaller output_bound shrinks
+        # only the inputs whose range reaches it, so no number is given for it.
         return (
             f"max |z| {self.proven.max_abs:.4g} > {OVERFLOW_FLOAT32:.2f}: scale the "
-            f"weights into it down by {factor:.3g} (e.g. a kernel constraint "
-            f"or L1 penalty), or, for a first layer without bias, set output_bound "
-            f"<= {output_bound * factor:.3g}; or use tf.tanh / stable_tanh"
+            f"weights into it down by {factor:.3g} (e.g. a kernel constraint or "
+            f"L1 penalty), or lower output_bound (now {output_bound:g}) and audit "
+            "again; or use tf.tanh / stable_tanh"
         )
 
 
@@ -432,10 +434,11 @@ def _flag(layer: LayerAudit, value: bool) -> str:
 
 
 def _load_model(model):
-    if isinstance(model, (str, Path)):
-        from tanhguard.pipeline.keras_attach import load_keras_model
+    from tanhguard.pipeline.keras_attach import load_keras_model, refuse_guarded
 
-        return load_keras_model(model)
+    if isinstance(model, (str, Path)):
+        model = load_keras_model(model)
+    refuse_guarded(model, "audit")
     return model
 
 

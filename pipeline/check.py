@@ -418,6 +418,12 @@ def check(
     if not has_rows:
         raise DataError(f"no data rows in {len(files)} file(s) matching {data}")
     elements = plan_elements(config, stats)
+    if max_drift is not None and not any(e.edges.size for e in elements):
+        raise ArtifactsError(
+            f"{artifacts}: stats.json has no histograms (format "
+            f"{stats.get('format_version')}, before 4): drift cannot be judged; "
+            "run `tanhguard analyze` again, or leave out --max-drift"
+        )
     columns = sum(feature.size for feature in config.features.values())
     logger.info("checking %d %s file(s) matching %s", len(files), fmt, data)
     options = PipelineOptions(list(beam_args))

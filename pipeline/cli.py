@@ -339,6 +339,10 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
     elif args.command == "check":
         from tanhguard.pipeline.check import check
 
+        if args.html is not None:  # before the pass over the data
+            from tanhguard.pipeline.html_report import CHECK_GENERATOR, check_page_path
+
+            check_page_path(args.html, CHECK_GENERATOR)
         result = check(
             args.artifacts,
             args.data,
@@ -349,7 +353,7 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
             max_drift=args.max_drift,
         )
         print(json.dumps(result.to_json(), indent=2) if args.json else result.table())
-        if args.html:
+        if args.html is not None:
             from tanhguard.pipeline.html_report import write_check_report
 
             logger.info("check report: %s", write_check_report(result, args.html))

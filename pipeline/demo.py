@@ -244,8 +244,8 @@ def demo_report(result: dict[str, Any]) -> str:
             "What tanhguard measured and chose, per feature:",
             summary_table(result["stats"]),
             "",
-            f"Artifacts (stats.json, transform_fn/, transformed_metadata/): "
-            f"{result['artifacts']}",
+            "Artifacts (report.html, stats.json, stats.tfdv.pb, transform_fn/, "
+            f"...): {result['artifacts']}",
             f"Next: tanhguard export --artifacts {result['artifacts']} "
             "--output serving/",
         ]

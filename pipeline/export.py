@@ -14,7 +14,11 @@ import tensorflow as tf
 
 from tanhguard.errors import ExportError
 from tanhguard.pipeline.artifacts import load_artifacts_config
-from tanhguard.pipeline.keras_attach import attach, is_guarded, load_keras_model
+from tanhguard.pipeline.keras_attach import (
+    attach,
+    load_keras_model,
+    refuse_guarded,
+)
 from tanhguard.pipeline.output_dir import check_output, publish_dir
 from tanhguard.pipeline.serving import (
     SERVING_SIGNATURE,
@@ -67,12 +71,8 @@ def export(
       ArtifactsError: `artifacts` is not an artifacts directory.
       OutputError: `output` cannot or must not be written.
     """
-    if model is not None and is_guarded(model):
-        raise ExportError(
-            f"model `{model.name}` already holds tanhguard's preprocessing (a "
-            "model `attach` returned); export the model it wraps, "
-            "`guarded.model`, which takes the transformed features"
-        )
+    if model is not None:
+        refuse_guarded(model, "export")
     check_output(output, [artifacts])  # before the graph is loaded
     module = ServingModule(artifacts, model)
     with publish_dir(output, overwrite=overwrite, protect=[artifacts]) as staging:

@@ -15,6 +15,7 @@ element for all of them.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import io
 import logging
@@ -44,6 +45,7 @@ LISTED_ELEMENTS = 3
 # The first bytes of every report: an existing file without them is not
 # replaced (tanhguard replaces only what it wrote).
 GENERATOR = '<meta name="generator" content="tanhguard report">'
+CHECK_GENERATOR = '<meta name="generator" content="tanhguard check">'
 NO_HISTOGRAMS = "no histograms (artifacts from an older tanhguard)"
 
 # Colours: the clip bounds and the clipped regions in red, data in blue.
@@ -799,22 +801,46 @@ def write_report(artifacts_dir: str | Path, output: str | Path | None = None) ->
     return target
 
 
-def _write_page(text: str, output: str | Path) -> Path:
-    """Writes a page atomically; an existing file only if tanhguard wrote it.
-    Returns its path."""
-    if "://" in os.fspath(output):
+def check_page_path(output: str | Path, generator: str = GENERATOR) -> Path:
+    """The file a page will be written to, checked before any work: a local
+    file name (not a URL, a directory or a path ending in `/`) in an existing
+    directory, new or a page of the same kind tanhguard wrote (a report never
+    replaces a check page, nor the reverse).
+
+    Raises:
+      OutputError: not a usable file path.
+      OutputExistsError: it exists and is not such a page.
+    """
+    text = os.fspath(output)
+    if not text.strip():
+        raise OutputError("an empty file name was given for the HTML page")
+    if "://" in text:
         raise OutputError(
-            f"{output}: the report is written to a local file; write it locally "
-            "and copy it"
+            f"{text}: the page is written to a local file; write it locally and copy it"
         )
-    target = Path(output)
-    _check_replaceable(target)
+    if text.endswith(("/", os.sep)):
+        raise OutputError(f"{text}: a directory; give the HTML file's name")
+    target = Path(text)
+    parent = target.parent
+    if not parent.exists():
+        raise OutputError(f"{text}: the directory {parent} does not exist")
+    if not parent.is_dir():
+        raise OutputError(f"{text}: a path under a file ({parent})")
+    _check_replaceable(target, generator)
+    return target
+
+
+def _write_page(text: str, output: str | Path, generator: str = GENERATOR) -> Path:
+    """Writes a page atomically; an existing file only if it is a page of
+    the same kind tanhguard wrote. Returns its path."""
+    target = check_page_path(output, generator)
     temporary = target.with_name(f".{target.name}.tanhguard-{os.getpid()}")
     try:
         temporary.write_text(text, encoding="utf-8")
         os.replace(temporary, target)
     except OSError as error:
-        temporary.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            temporary.unlink(missing_ok=True)
         raise OutputError(
             f"{target}: cannot write the report: {error.strerror or error}"
         ) from None
@@ -898,7 +924,7 @@ def check_html(result: Any) -> str:
         [
             "<!DOCTYPE html>",
             '<html lang="en"><head><meta charset="utf-8">',
-            GENERATOR,
+            CHECK_GENERATOR,
             '<meta name="viewport" content="width=device-width, initial-scale=1">',
             "<title>tanhguard check</title>",
             f"<style>{_CSS} section.feature svg {{max-width: 680px}}</style>",
@@ -927,10 +953,10 @@ def check_html(result: Any) -> str:
 def write_check_report(result: Any, output: str | Path) -> Path:
     """Writes `check_html(result)` to `output` (replacing only a page
     tanhguard wrote)."""
-    return _write_page(check_html(result), output)
+    return _write_page(check_html(result), output, CHECK_GENERATOR)
 
 
-def _check_replaceable(target: Path) -> None:
+def _check_replaceable(target: Path, generator: str = GENERATOR) -> None:
     if not os.path.lexists(target):
         return
     if target.is_dir() or target.is_symlink():
@@ -943,10 +969,11 @@ def _check_replaceable(target: Path) -> None:
             head = handle.read(4096)
     except OSError as error:
         raise OutputError(f"{target}: cannot read the existing file: {error}") from None
-    if GENERATOR not in head:
+    if generator not in head:
+        kind = "report" if generator == GENERATOR else "check page"
         raise OutputExistsError(
-            f"{target}: exists and is not a tanhguard report: tanhguard will not "
-            "replace it; choose another --output"
+            f"{target}: exists and is not a tanhguard {kind}: tanhguard will not "
+            "replace it; choose another file"
         )
 
 

@@ -45,18 +45,54 @@ def load_keras_model(path: str | Path):
     """Loads a Keras model file: tf_keras (SavedModel dir, `.h5`, `.keras`) or
     Keras 3 (`.keras`), including a model `attach` returned.
 
+    A model using `stable_tanh` by name loads too (it is registered here).
+    Lambda layers in a `.keras` file need Keras's `safe_mode=False`, and
+    custom layers their module imported: load such a model in Python and
+    pass the model object instead of its path.
+
     Raises:
-      ExportError: the path is missing or not a Keras model.
+      ExportError: the path is missing, cannot be loaded, or holds something
+        other than a Keras model (e.g. a `tf.Module` SavedModel).
     """
+    import tanhguard.pipeline.activations  # noqa: F401  (registers stable_tanh)
+
+    text = str(path)
+    if "://" in text:
+        raise ExportError(
+            f"{text}: a model is loaded from a local path; copy it locally first"
+        )
     path = Path(path)
     if not path.exists():
         raise ExportError(f"{path}: no such model file or directory")
     try:
         if path.suffix == ".keras" and _keras_major_version(path) >= 3:
-            return keras.saving.load_model(path)
-        return tf_keras.models.load_model(path)
-    except (OSError, ValueError, KeyError) as error:
-        raise ExportError(f"{path}: cannot load a Keras model: {error}") from None
+            model = keras.saving.load_model(path)
+        else:
+            model = tf_keras.models.load_model(path)
+    except ExportError:
+        raise
+    except Exception as error:  # Keras raises many types for a bad file
+        first = " ".join(str(error).split())[:300]
+        raise ExportError(
+            f"{path}: cannot load a Keras model: {type(error).__name__}: {first}"
+        ) from None
+    if not isinstance(model, (keras.Model, tf_keras.Model)):
+        raise ExportError(
+            f"{path}: not a Keras model (a {type(model).__name__}); --model takes "
+            "a tf_keras or Keras 3 model file"
+        )
+    return model
+
+
+def refuse_guarded(model, what: str) -> None:
+    """An `ExportError` when `model` already holds tanhguard's preprocessing
+    (a model `attach` returned): `what` it would do names the alternative."""
+    if is_guarded(model):
+        raise ExportError(
+            f"model `{model.name}` already holds tanhguard's preprocessing (a "
+            f"model `attach` returned); {what} the model it wraps, "
+            "`guarded.model`, which takes the transformed features"
+        )
 
 
 def _keras_major_version(path: Path) -> int:
@@ -210,6 +246,7 @@ def attach(model, artifacts: str | Path):
         raise ExportError(
             f"`model` must be a tf_keras or Keras 3 model. Received: {type(model)}"
         )
+    refuse_guarded(model, "attach")
     preprocessing = classes.Preprocessing(artifacts)
     check_model_inputs(model, preprocessing.preprocessor)
     guarded = classes.GuardedModel(model, preprocessing)

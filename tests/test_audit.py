@@ -2,6 +2,7 @@
 guarded, `--data`, the table, JSON and `--fail-on`."""
 
 import json
+import re
 
 import keras
 import numpy as np
@@ -131,7 +132,12 @@ def test_fail_on_overflow_exits_1_and_says_what_would_help(demo, tmp_path, capsy
     assert _cli(args) == 0
     assert _cli([*args, "--fail-on", "overflow"]) == 1
     out = capsys.readouterr().out
-    assert "output_bound <=" in out
+    # The advice's factor, applied to the weights, brings max |z| to 88.72.
+    factor = float(re.search(r"scale the weights into it down by ([0-9.e+-]+)", out)[1])
+    scaled = _model(keras, scale=50.0)
+    scaled.layers[-1].set_weights([scaled.layers[-1].get_weights()[0] * factor])
+    layer = audit(scaled, demo / "artifacts").layers[0]
+    assert layer.proven.max_abs == pytest.approx(OVERFLOW_FLOAT32, rel=2e-3)
     assert _cli([*args, "--fail-on", "saturation", "--json"]) == 1
     document = json.loads(capsys.readouterr().out)
     assert document["layers"][0]["can_overflow_float32"] is True

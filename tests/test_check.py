@@ -114,6 +114,55 @@ def test_the_html_page_shows_the_verdict_and_one_chart_per_feature(trained):
     assert other.read_text() == "<html>mine</html>"
 
 
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [
+        ("data.csv/x.html", "a path under a file"),
+        ("newdir/", "a directory; give the HTML file's name"),
+        ("nodir/x.html", "does not exist"),
+        ("", "an empty file name"),
+        ("gs://b/x.html", "written to a local file"),
+    ],
+)
+def test_a_bad_html_path_is_refused_before_any_data_is_read(
+    trained, tmp_path, monkeypatch, capsys, where, message
+):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data.csv").write_text("x\n1\n")
+    argv = ["check", "--artifacts", str(trained / "artifacts")]
+    # --data matches nothing: the page's path is refused first.
+    assert main([*argv, "--data", "absent.csv", "--html", where]) == EXIT_ERROR
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.csv"]
+
+
+def test_a_report_and_a_check_page_never_replace_each_other(trained, capsys):
+    page = trained / "artifacts" / "report.html"
+    before = page.read_text()
+    argv = ["check", "--artifacts", str(trained / "artifacts")]
+    argv += ["--data", str(trained / "train.csv"), "--html", str(page)]
+    assert main(argv) == EXIT_ERROR
+    assert "is not a tanhguard check page" in capsys.readouterr().err
+    assert page.read_text() == before
+
+
+def test_max_drift_needs_histograms(trained, tmp_path, capsys):
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(trained / "artifacts", old)
+    stats = json.loads((old / "stats.json").read_text())
+    stats["format_version"] = 3
+    for feature in stats["features"].values():
+        feature.pop("histogram")
+    (old / "stats.json").write_text(json.dumps(stats))
+    argv = ["check", "--artifacts", str(old), "--data", str(trained / "train.csv")]
+    assert main(argv) == EXIT_OK  # no drift judged, said in the table
+    assert main([*argv, "--max-drift", "0.1"]) == EXIT_ERROR
+    assert "no histograms" in capsys.readouterr().err
+
+
 def test_the_combiner_counts_like_numpy():
     rng = np.random.default_rng(0)
     x = rng.standard_cauchy((500, 3)).astype(np.float32)

@@ -292,3 +292,50 @@ def test_preprocessor_repr_names_features_bound_and_artifacts(artifacts):
     assert "output_bound=5.0" in text
     assert f"{COLUMNS} model_matrix columns" in text
     assert f"artifacts='{artifacts.absolute()}'" in text
+
+
+def test_a_savedmodel_that_is_no_keras_model_is_refused(artifacts, tmp_path, capsys):
+    import tensorflow as tf
+
+    class Module(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 5], tf.float32)])
+        def __call__(self, x):
+            return x
+
+    tf.saved_model.save(Module(), str(tmp_path / "module"))
+    argv = ["export", "--artifacts", str(artifacts), "--model"]
+    status = main([*argv, str(tmp_path / "module"), "--output", str(tmp_path / "o")])
+    assert status == EXIT_ERROR
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a Keras model" in err[0], err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_attach_refuses_a_model_attach_returned(artifacts, name):
+    guarded = attach(_tanh_model(FAMILIES[name]), artifacts)
+    with pytest.raises(ExportError, match="already holds tanhguard's preprocessing"):
+        attach(guarded, artifacts)
+
+
+def test_a_model_using_stable_tanh_by_name_loads_in_a_fresh_process(tmp_path):
+    """What the command line does with --model: nothing imported but the
+    loader (the loader registers stable_tanh)."""
+    import tanhguard.pipeline.activations  # noqa: F401  (to build the model)
+
+    model = keras.Sequential(
+        [keras.Input((3,)), keras.layers.Dense(2, activation="tanhguard>stable_tanh")]
+    )
+    model.save(tmp_path / "m.keras")
+    code = textwrap.dedent(
+        f"""
+        from tanhguard.pipeline.keras_attach import load_keras_model
+        model = load_keras_model({str(tmp_path / "m.keras")!r})
+        print(model.layers[-1].activation.__name__)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "stable_tanh" in done.stdout
