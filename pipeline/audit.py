@@ -630,8 +630,17 @@ def run_audit_command(args: argparse.Namespace) -> int:
     else:
         print(result.table())
     if result.fails(args.fail_on):
-        logger.warning("audit: --fail-on %s: the condition holds", args.fail_on)
+        holds = "can_overflow" if args.fail_on == "overflow" else "can_saturate"
+        names = [
+            layer.layer + (f"[{layer.part}]" if layer.part else "")
+            for layer in result.layers
+            if getattr(layer, holds)
+        ]
+        logger.warning(
+            "audit failed (--fail-on %s): %s", args.fail_on, ", ".join(names)
+        )
         return 1
     if result.data_inside is False:
+        logger.warning("audit failed: an observed value lies outside its interval")
         return 1
     return 0

@@ -417,7 +417,13 @@ def check(
     files, fmt, has_rows = resolve_inputs(data, config, fmt)
     if not has_rows:
         raise DataError(f"no data rows in {len(files)} file(s) matching {data}")
-    elements = plan_elements(config, stats)
+    try:
+        elements = plan_elements(config, stats)
+    except (KeyError, TypeError, IndexError) as error:
+        raise ArtifactsError(
+            f"{artifacts}: stats.json lacks a field check needs ({type(error).__name__}"
+            f": {error}); written by another tanhguard version?"
+        ) from None
     if max_drift is not None and not any(e.edges.size for e in elements):
         raise ArtifactsError(
             f"{artifacts}: stats.json has no histograms (format "

@@ -131,7 +131,9 @@ def test_fail_on_overflow_exits_1_and_says_what_would_help(demo, tmp_path, capsy
     args = ["audit", "--artifacts", str(demo / "artifacts"), "--model", str(path)]
     assert _cli(args) == 0
     assert _cli([*args, "--fail-on", "overflow"]) == 1
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "audit failed (--fail-on overflow): dense" in captured.err
+    out = captured.out
     # The advice's factor, applied to the weights, brings max |z| to 88.72.
     factor = float(re.search(r"scale the weights into it down by ([0-9.e+-]+)", out)[1])
     scaled = _model(keras, scale=50.0)
