@@ -233,6 +233,11 @@ class LayerAudit:
     observed: Observed | None = None
 
     @property
+    def label(self) -> str:
+        """The layer's path, and the recurrent part in brackets (`lstm[cell]`)."""
+        return self.layer + (f"[{self.part}]" if self.part else "")
+
+    @property
     def checked(self) -> bool:
         """Overflow and saturation apply: a tanh, or an unknown activation
         (a hand-written tanh is one)."""
@@ -353,7 +358,7 @@ class AuditResult:
             "-" * len(header),
         ]
         for layer in self.layers:
-            name = layer.layer + (f"[{layer.part}]" if layer.part else "")
+            name = layer.label
             if len(name) > 22:
                 name = "..." + name[-19:]
             proven = layer.proven
@@ -631,11 +636,7 @@ def run_audit_command(args: argparse.Namespace) -> int:
         print(result.table())
     if result.fails(args.fail_on):
         holds = "can_overflow" if args.fail_on == "overflow" else "can_saturate"
-        names = [
-            layer.layer + (f"[{layer.part}]" if layer.part else "")
-            for layer in result.layers
-            if getattr(layer, holds)
-        ]
+        names = [layer.label for layer in result.layers if getattr(layer, holds)]
         logger.warning(
             "audit failed (--fail-on %s): %s", args.fail_on, ", ".join(names)
         )
