@@ -39,11 +39,15 @@ def load_stats(artifacts: str | Path) -> dict[str, Any]:
     """Reads stats.json from an artifacts directory.
 
     Raises:
-      ArtifactsError: it is missing or not valid JSON.
+      ArtifactsError: it is missing, not valid JSON, not an object, or
+        written by a newer tanhguard (a `format_version` this one does not
+        know: its fields may mean something else).
     """
+    from tanhguard.pipeline.stats_json import STATS_FORMAT_VERSION
+
     path = Path(artifacts) / STATS_FILE
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        stats = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ArtifactsError(
             f"{artifacts}: not a tanhguard artifacts directory (no {STATS_FILE}; "
@@ -51,6 +55,15 @@ def load_stats(artifacts: str | Path) -> dict[str, Any]:
         ) from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ArtifactsError(f"{path}: cannot read stats.json: {error}") from None
+    if not isinstance(stats, dict):
+        raise ArtifactsError(f"{path}: not a stats.json (a JSON object expected)")
+    version = stats.get("format_version")
+    if isinstance(version, int) and version > STATS_FORMAT_VERSION:
+        raise ArtifactsError(
+            f"{path}: format_version {version} is newer than this tanhguard reads "
+            f"(up to {STATS_FORMAT_VERSION}): upgrade tanhguard"
+        )
+    return stats
 
 
 def write_stats(directory: str | Path, stats: dict[str, Any]) -> None:
