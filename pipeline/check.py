@@ -43,6 +43,7 @@ from tanhguard.pipeline.artifacts import load_artifacts_config, load_stats
 from tanhguard.pipeline.batch_layout import dense_batch
 from tanhguard.pipeline.job_errors import data_errors_unwrapped
 from tanhguard.pipeline.readers import ReadRecordBatches, resolve_inputs
+from tanhguard.pipeline.report import element_at
 from tanhguard.pipeline.workdir import SaveGlobally, load_saved
 from tanhguard.transforms.config import Config
 
@@ -67,16 +68,12 @@ class _Element:
     train_shares: np.ndarray  # [len(edges) + 1]: below, bins..., above
 
 
-def _at(value: Any, index: int | None) -> Any:
-    return value[index] if index is not None and isinstance(value, list) else value
-
-
 def _training_histogram(feature: dict, index: int | None) -> tuple[np.ndarray, ...]:
     """`(edges, shares)` of the training's finite values: the shares of
     below, each bin, above. Artifacts without histograms (stats.json before
     format 4) or a feature without finite values give no edges: no drift."""
     histogram = feature.get("histogram")
-    histogram = None if histogram is None else _at(histogram, index)
+    histogram = None if histogram is None else element_at(histogram, index)
     if not histogram or not histogram.get("edges"):
         return np.zeros(0), np.ones(1)
     edges = np.asarray(histogram["edges"], np.float64)
@@ -100,8 +97,8 @@ def plan_elements(config: Config, stats: dict[str, Any]) -> list[_Element]:
             else [(None, tuple(columns))]
         )
         for index, cols in groups:
-            lower = _at(feature["clip"]["lower"], index)
-            upper = _at(feature["clip"]["upper"], index)
+            lower = element_at(feature["clip"]["lower"], index)
+            upper = element_at(feature["clip"]["upper"], index)
             edges, shares = _training_histogram(feature, index)
             elements.append(_Element(name, index, cols, lower, upper, edges, shares))
     return elements
@@ -353,7 +350,7 @@ def _compare(
         feature = stats["features"][element.feature]
 
         def train(field: str, feature=feature, element=element) -> float:
-            return float(_at(feature[field], element.index))
+            return float(element_at(feature[field], element.index))
 
         train_values = sum(
             train(f) for f in ("count", "missing", "nan", "pos_inf", "neg_inf")

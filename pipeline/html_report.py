@@ -28,6 +28,7 @@ from typing import Any
 
 from tanhguard.errors import ArtifactsError, OutputError, OutputExistsError
 from tanhguard.pipeline.artifacts import STATS_FILE, load_stats
+from tanhguard.pipeline.report import element_at
 
 logger = logging.getLogger(__name__)
 
@@ -58,11 +59,6 @@ CLIP_COLOR = "#D62728"
 # Reading stats.json
 
 
-def _at(value: Any, index: int | None) -> Any:
-    """Element `index` of a per-element value; a shared value as it is."""
-    return value[index] if index is not None and isinstance(value, list) else value
-
-
 def _elements(feature: dict[str, Any]) -> int | None:
     """d for an elementwise vector feature (values are lists), else None."""
     count = feature["count"]
@@ -72,22 +68,23 @@ def _elements(feature: dict[str, Any]) -> int | None:
 def _total(feature: dict[str, Any], index: int | None) -> int:
     """Values of one slot: finite + missing + NaN + +-Inf."""
     keys = ("count", "missing", "nan", "pos_inf", "neg_inf")
-    return sum(int(_at(feature[key], index)) for key in keys)
+    return sum(int(element_at(feature[key], index)) for key in keys)
 
 
 def _imputed(feature: dict[str, Any], index: int | None) -> int:
     """Values the impute value replaces: missing and NaN, and +-Inf under
     `inf: missing`."""
-    imputed = int(_at(feature["missing"], index)) + int(_at(feature["nan"], index))
+    imputed = int(element_at(feature["missing"], index))
+    imputed += int(element_at(feature["nan"], index))
     if feature.get("inf") == "missing":
-        imputed += int(_at(feature["pos_inf"], index))
-        imputed += int(_at(feature["neg_inf"], index))
+        imputed += int(element_at(feature["pos_inf"], index))
+        imputed += int(element_at(feature["neg_inf"], index))
     return imputed
 
 
 def _clipped(feature: dict[str, Any], index: int | None) -> float:
-    return float(_at(feature["clipped_below"], index)) + float(
-        _at(feature["clipped_above"], index)
+    return float(element_at(feature["clipped_below"], index)) + float(
+        element_at(feature["clipped_above"], index)
     )
 
 
@@ -109,7 +106,7 @@ def _histogram(feature: dict[str, Any], key: str, index: int | None) -> dict | N
     entry = feature.get(key)
     if entry is None:
         return None
-    entry = _at(entry, index)
+    entry = element_at(entry, index)
     if not isinstance(entry, dict):
         return None
     edges, counts = entry.get("edges"), entry.get("counts")
@@ -160,7 +157,7 @@ def report_warnings(
             found.append((name, "stats", _elementwise(text, where, size)))
         clip = feature["clip"]
         if clip.get("strategy") == "mad" and clip.get("mad") is not None:
-            zero = [i for i in indices if _at(clip["mad"], i) == 0]
+            zero = [i for i in indices if element_at(clip["mad"], i) == 0]
             if zero:
                 text = (
                     "`mad` clip with a MAD of 0 (at least half the finite values "
@@ -174,8 +171,8 @@ def report_warnings(
             text = (
                 f"the clip removes {_percent(_clipped(feature, worst))} of the "
                 f"finite values (more than {_percent(clip_share)}): below "
-                f"{_percent(_at(feature['clipped_below'], worst))}, above "
-                f"{_percent(_at(feature['clipped_above'], worst))}"
+                f"{_percent(element_at(feature['clipped_below'], worst))}, above "
+                f"{_percent(element_at(feature['clipped_above'], worst))}"
             )
             found.append((name, "clipped", _elementwise(text, heavy, size, worst)))
         if "missing" not in feature.get("indicators", []):
@@ -352,8 +349,8 @@ def raw_chart(feature: dict[str, Any], index: int | None, prefix: str) -> str:
     with the clip bounds and the share clipped on each side."""
     clip = feature["clip"]
     lower, upper = (
-        _finite(_at(clip["lower"], index)),
-        _finite(_at(clip["upper"], index)),
+        _finite(element_at(clip["lower"], index)),
+        _finite(element_at(clip["upper"], index)),
     )
     entry = _histogram(feature, "histogram", index)
     figure, axes = _figure(5.2, 2.3)
@@ -369,8 +366,8 @@ def raw_chart(feature: dict[str, Any], index: int | None, prefix: str) -> str:
             )
     else:
         _quantile_strip(axes, feature, index)
-    below = float(_at(feature["clipped_below"], index))
-    above = float(_at(feature["clipped_above"], index))
+    below = float(element_at(feature["clipped_below"], index))
+    above = float(element_at(feature["clipped_above"], index))
     _mark_bound(axes, lower, "lower", below, 0.98)
     _mark_bound(axes, upper, "upper", above, 0.98)
     return _svg(figure, prefix)
@@ -379,9 +376,9 @@ def raw_chart(feature: dict[str, Any], index: int | None, prefix: str) -> str:
 def _quantile_strip(axes: Any, feature: dict[str, Any], index: int | None) -> None:
     """Without a histogram: min, the stored quantiles and max on one line,
     the box from the 0.25 to the 0.75 quantile."""
-    points = [_finite(_at(feature["min"], index))]
-    points += [_finite(_at(q, index)) for q in feature["quantiles"].values()]
-    points.append(_finite(_at(feature["max"], index)))
+    points = [_finite(element_at(feature["min"], index))]
+    points += [_finite(element_at(q, index)) for q in feature["quantiles"].values()]
+    points.append(_finite(element_at(feature["max"], index)))
     known = [p for p in points if p is not None]
     axes.set_yticks([])
     axes.spines["left"].set_visible(False)
@@ -390,8 +387,8 @@ def _quantile_strip(axes: Any, feature: dict[str, Any], index: int | None) -> No
         return
     axes.plot(known, [0.5] * len(known), "|", ms=14, color=DATA_COLOR)
     axes.hlines(0.5, min(known), max(known), color=DATA_COLOR, lw=1)
-    q25 = _finite(_at(feature["quantiles"].get("0.25"), index))
-    q75 = _finite(_at(feature["quantiles"].get("0.75"), index))
+    q25 = _finite(element_at(feature["quantiles"].get("0.25"), index))
+    q75 = _finite(element_at(feature["quantiles"].get("0.75"), index))
     if q25 is not None and q75 is not None:
         axes.fill_between([q25, q75], 0.4, 0.6, color=DATA_COLOR, alpha=0.5)
     axes.set_ylim(0, 1)
@@ -525,7 +522,7 @@ def _numbers_table(feature: dict[str, Any], index: int | None) -> str:
     """The numbers of one slot, each cell tagged with its stats.json field."""
 
     def at(value: Any) -> Any:
-        return _at(value, index)
+        return element_at(value, index)
 
     total = _total(feature, index)
     clip, scale, impute = feature["clip"], feature["scale"], feature["impute"]
@@ -665,7 +662,7 @@ def _overview(stats: dict[str, Any], counts: dict[str, int]) -> str:
         total = _total(feature, index)
         imputed = _share(_imputed(feature, index), total)
         nonfinite = sum(
-            int(_at(feature[k], index)) for k in ("nan", "pos_inf", "neg_inf")
+            int(element_at(feature[k], index)) for k in ("nan", "pos_inf", "neg_inf")
         )
         clipped = _clipped(feature, index)
         values = [
@@ -674,25 +671,25 @@ def _overview(stats: dict[str, Any], counts: dict[str, int]) -> str:
             _cell(_percent(imputed), "imputed_share", imputed),
             _cell(_count(nonfinite), "nonfinite", nonfinite),
             _cell(
-                _number(_at(feature["clip"]["lower"], index)),
+                _number(element_at(feature["clip"]["lower"], index)),
                 "clip.lower",
-                _at(feature["clip"]["lower"], index),
+                element_at(feature["clip"]["lower"], index),
             ),
             _cell(
-                _number(_at(feature["clip"]["upper"], index)),
+                _number(element_at(feature["clip"]["upper"], index)),
                 "clip.upper",
-                _at(feature["clip"]["upper"], index),
+                element_at(feature["clip"]["upper"], index),
             ),
             _cell(_percent(clipped), "clipped", clipped),
             _cell(
-                _number(_at(feature["scale"]["center"], index)),
+                _number(element_at(feature["scale"]["center"], index)),
                 "scale.center",
-                _at(feature["scale"]["center"], index),
+                element_at(feature["scale"]["center"], index),
             ),
             _cell(
-                _number(_at(feature["scale"]["scale"], index)),
+                _number(element_at(feature["scale"]["scale"], index)),
                 "scale.scale",
-                _at(feature["scale"]["scale"], index),
+                element_at(feature["scale"]["scale"], index),
             ),
             _cell(str(counts.get(name, 0)), "warnings", counts.get(name, 0)),
         ]

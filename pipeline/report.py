@@ -37,13 +37,15 @@ def _number(value: float | None) -> str:
     return "-" if value is None else f"{value:.3g}"
 
 
-def _at(value: Any, index: int | None) -> Any:
-    """Element `index` of a per-element value; a shared value as it is."""
+def element_at(value: Any, index: int | None) -> Any:
+    """Element `index` of a stats.json value given per element (a list, for
+    an elementwise vector); a scalar's or a shared vector's value as it is."""
     return value[index] if index is not None and isinstance(value, list) else value
 
 
 def _clipped_share(feature: dict[str, Any], index: int | None) -> float:
-    return _at(feature["clipped_below"], index) + _at(feature["clipped_above"], index)
+    below = element_at(feature["clipped_below"], index)
+    return below + element_at(feature["clipped_above"], index)
 
 
 def worst_element(feature: dict[str, Any]) -> int:
@@ -97,7 +99,7 @@ def summary_table(stats: dict[str, Any]) -> str:
             )
 
         def at(value: Any, index: int | None = index) -> Any:
-            return _at(value, index)
+            return element_at(value, index)
 
         values = {
             "missing": _count(at(feature["missing"])),
