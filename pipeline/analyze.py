@@ -32,7 +32,12 @@ from tanhguard.pipeline.artifacts import (
     write_raw_metadata,
     write_stats,
 )
-from tanhguard.pipeline.batch_layout import dense_batch, tensor_adapter_config
+from tanhguard.pipeline.batch_layout import (
+    dense_batch,
+    fit_batch,
+    raw_feature_spec,
+    tensor_adapter_config,
+)
 from tanhguard.pipeline.graph_stats import read_graph_stats
 from tanhguard.pipeline.html_report import write_report
 from tanhguard.pipeline.job_errors import data_errors_unwrapped
@@ -44,7 +49,12 @@ from tanhguard.pipeline.transform_job import TransformAndWrite
 from tanhguard.pipeline.workdir import SCRATCH, SaveGlobally, load_saved, work_dir
 from tanhguard.transforms.config import Config, load_config
 from tanhguard.transforms.first_phase import FirstPhaseCombineFn
-from tanhguard.transforms.fit_phase import MadCombineFn, check_finite_data
+from tanhguard.transforms.fit_phase import (
+    FitPhaseCombineFn,
+    MadCombineFn,
+    check_finite_data,
+)
+from tanhguard.transforms.mappers import float32_bound
 from tanhguard.transforms.preprocessing import build_preprocessing_fn
 from tanhguard.transforms.slots import Slot, needs_mad, plan_slots
 
@@ -138,6 +148,70 @@ def mad_phase(passes: _Passes, parameters: np.ndarray, slots: list[Slot]) -> np.
         return [dense_batch(batch, config)[0], parameters[np.newaxis]]
 
     return passes.combine("mads", MadCombineFn(slots), inputs)
+
+
+def slot_output_bounds(config: Config, slots: list[Slot]) -> np.ndarray:
+    """Each slot's output bound as the graph applies it (float32, rounded
+    down): the fit phase's histograms map into it."""
+    return np.array(
+        [
+            float(float32_bound(config.features[slot.feature].output_bound))
+            for slot in slots
+        ]
+    )
+
+
+def fit_phase(
+    passes: _Passes,
+    parameters: np.ndarray,
+    mads: np.ndarray | None,
+    slots: list[Slot],
+) -> np.ndarray:
+    """The fit phase as a Beam job of its own: the statistics vector (the
+    parameters, then the bounds, center, scale and histograms of every slot).
+
+    Inside TFX the same arithmetic runs as the TFT analyzer
+    `fit_phase_analyzer`; here every analysis phase is a plain Beam pass, so
+    the graph needs no TFT analysis job: `write_graph` saves it with the
+    vector as a constant.
+    """
+    combine = FitPhaseCombineFn(
+        slots, parameters, mads, slot_output_bounds(passes.config, slots)
+    )
+    return passes.combine("statistics", combine, fit_batch)
+
+
+def write_graph(
+    config: Config, parameters: np.ndarray, vector: np.ndarray, work: str
+) -> None:
+    """Saves the transform graph, `transform_fn/` and `transformed_metadata/`,
+    into `work`, with every analysis result as a constant.
+
+    The preprocessing_fn then has no analyzers, and TFT's own route for such
+    a function (`impl_helper.analyze_in_place`, the one TFX's Transform
+    component takes for it) traces and saves it without a Beam job. The
+    graph is the one `AnalyzeFeatures` gives for the same statistics: the
+    vector is captured under `STATS_VECTOR_NAME` either way.
+    """
+    from tensorflow_transform import impl_helper
+    from tfx_bsl.tfxio.tensor_adapter import TensorAdapter
+
+    statistics = tf.constant(vector, dtype=tf.float64)
+
+    def constant_fit(*_args, **_kwargs) -> tf.Tensor:
+        return statistics
+
+    preprocessing_fn = build_preprocessing_fn(
+        config, fit_phase=constant_fit, parameters=parameters
+    )
+    specs = TensorAdapter(tensor_adapter_config(config)).OriginalTypeSpecs()
+    impl_helper.analyze_in_place(
+        preprocessing_fn,
+        force_tf_compat_v1=False,
+        feature_specs=raw_feature_spec(config),
+        type_specs=specs,
+        transform_output_path=work,
+    )
 
 
 def _versions() -> dict[str, str]:
@@ -246,21 +320,20 @@ def _analyze(
         logger.info("pass 2 of %d: median absolute deviations", count)
         mads = mad_phase(passes, parameters, slots)
     logger.info("pass %d of %d: bounds, center and scale", count, count)
-    with (
-        beam.Pipeline(options=options) as pipeline,
-        tft_beam.Context(temp_dir=tft_temp),
-    ):
-        batches = pipeline | "Read" >> passes.reader()
-        transform_fn = batches | "AnalyzeFeatures" >> AnalyzeFeatures(
-            config, parameters, mads
-        )
-        _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(work)
-        if rows_format is not None:
-            tf.io.gfile.makedirs(posixpath.join(work, ROWS_DIR))
-            rows_prefix = posixpath.join(work, ROWS_DIR, "part")
-            # A read of its own: sharing `batches` with the analysis would
-            # make the runner hold the dataset until the graph is ready.
-            rows = pipeline | "ReadForTransform" >> passes.reader()
+    vector = fit_phase(passes, parameters, mads, slots)
+    write_graph(config, parameters, vector, work)
+    if rows_format is not None:
+        logger.info("transforming the rows")
+        tf.io.gfile.makedirs(posixpath.join(work, ROWS_DIR))
+        rows_prefix = posixpath.join(work, ROWS_DIR, "part")
+        with (
+            beam.Pipeline(options=options) as pipeline,
+            tft_beam.Context(temp_dir=tft_temp),
+        ):
+            transform_fn = pipeline | "ReadTransformFn" >> (
+                tft_beam.ReadTransformFn(work)
+            )
+            rows = pipeline | "Read" >> passes.reader()
             _ = rows | "TransformAndWrite" >> TransformAndWrite(
                 config, transform_fn, rows_prefix, rows_format
             )

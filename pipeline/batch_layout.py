@@ -241,3 +241,20 @@ def dense_batch(batch: pa.RecordBatch, config: Config) -> list[np.ndarray]:
         parts.append(x)
         masks.append(~present)
     return [np.concatenate(parts, axis=1), np.concatenate(masks, axis=1)]
+
+
+def fit_batch(batch: pa.RecordBatch, config: Config) -> np.ndarray:
+    """A record batch -> the fit phase's input: float64 `[rows, D]` with the
+    inf policy applied (`inf: missing` turns +-Inf into NaN), NaN where a value
+    is missing. The same as the graph's `tf.cast(apply_inf_policy(x), float64)`
+    over `dense_batch`'s `x`."""
+    x = dense_batch(batch, config)[0]
+    to_nan = np.concatenate(
+        [
+            np.full(feature.size, feature.inf == "missing")
+            for feature in config.features.values()
+        ]
+    )
+    if to_nan.any():
+        x[:, to_nan] = np.where(np.isinf(x[:, to_nan]), np.nan, x[:, to_nan])
+    return x.astype(np.float64)

@@ -52,6 +52,8 @@ def read_graph_stats(transform_output: str | Path) -> tuple[Config, np.ndarray]:
     text = tf.make_ndarray(config_op.get_attr("value")).item().decode("utf-8")
     config = parse_config(json.loads(text))
     source = _operation(function, STATS_VECTOR_NAME, transform_output).inputs[0]
+    if source.op.type == "Const":  # a vector short enough to be inlined
+        return config, tf.make_ndarray(source.op.get_attr("value")).astype(np.float64)
     for external, internal in function.graph.captures:
         if internal.name == source.name:
             return config, np.asarray(external.numpy(), dtype=np.float64)

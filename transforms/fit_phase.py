@@ -441,20 +441,115 @@ class MadCombineFn(beam.CombineFn):
         return mads
 
 
-def _merge_with_parameters(parts):
-    """Merges `(parameters, ColumnMoments, ColumnHistograms)` triples; the
-    parameters are the same in every batch, so the first is kept."""
+def fit_part(
+    x: np.ndarray,
+    slots: list[Slot],
+    parameters: np.ndarray,
+    mads: np.ndarray,
+    output_bounds: np.ndarray | None,
+) -> tuple[ColumnMoments, ColumnHistograms | None]:
+    """One batch's share of the fit phase: the moments of the clipped values
+    and, with `output_bounds`, the histogram counts.
+
+    Args:
+      x: float64 `[rows, D]` after the inf policy (NaN for missing values).
+      slots: `plan_slots(config)`.
+      parameters: The first phase's vector.
+      mads: The MAD per slot (NaN where the clip is not `mad`).
+      output_bounds: See `fit`.
+    """
+    lower, upper = final_bounds(slots, parameters, mads)
+    x = np.asarray(x, dtype=np.float64)
+    moments = clipped_moments(x, slots, lower, upper)
+    if output_bounds is None:
+        return moments, None
+    grids = histogram_grids(slots, parameters, lower, upper)
+    return moments, count_histograms(x, slots, grids, lower, upper)
+
+
+def merge_fit_parts(parts):
+    """Merges `fit_part` results (None, an empty part, is skipped)."""
     merged = None
-    for parameters, moments, histograms in parts:
+    for part in parts:
+        if part is None:
+            continue
         if merged is None:
-            merged = (parameters, moments, histograms)
+            merged = part
         else:
             merged = (
-                merged[0],
-                merge_moments(merged[1], moments),
-                merge_histograms(merged[2], histograms),
+                merge_moments(merged[0], part[0]),
+                merge_histograms(merged[1], part[1]),
             )
     return merged
+
+
+def finish_fit(
+    slots: list[Slot],
+    parameters: np.ndarray,
+    mads: np.ndarray,
+    merged,
+    output_bounds: np.ndarray | None,
+) -> np.ndarray:
+    """The statistics vector: `parameters`, then `FIT_FIELDS` from the merged
+    `fit_part`s."""
+    moments, histograms = merged
+    fitted = fit(slots, parameters, mads, moments, histograms, output_bounds)
+    return np.concatenate([parameters, fitted])
+
+
+class FitPhaseCombineFn(beam.CombineFn):
+    """Batches of float64 `x [rows, D]` (after the inf policy, NaN for missing
+    values) -> the statistics vector, given the first phase's `parameters`
+    and the `mads` (NaN where the clip is not `mad`; see `MadCombineFn`).
+
+    The batch job runs it as a Beam pass of its own over the files, then
+    saves the graph with the vector as a constant; `FitPhase` runs the same
+    arithmetic as a TFT analyzer inside TFX.
+    """
+
+    def __init__(
+        self,
+        slots: list[Slot],
+        parameters: np.ndarray,
+        mads: np.ndarray | None = None,
+        output_bounds: np.ndarray | None = None,
+    ):
+        self._slots = slots
+        self._parameters = np.asarray(parameters, np.float64)
+        self._mads = np.full(len(slots), np.nan) if mads is None else np.asarray(mads)
+        self._output_bounds = output_bounds
+
+    def create_accumulator(self):
+        return None
+
+    def add_input(self, accumulator, x):
+        part = fit_part(
+            x, self._slots, self._parameters, self._mads, self._output_bounds
+        )
+        return merge_fit_parts([accumulator, part])
+
+    def merge_accumulators(self, accumulators):
+        return merge_fit_parts(accumulators)
+
+    def extract_output(self, accumulator) -> np.ndarray:
+        if accumulator is None:
+            raise NoFiniteValuesError("the fit phase saw no rows")
+        return finish_fit(
+            self._slots,
+            self._parameters,
+            self._mads,
+            accumulator,
+            self._output_bounds,
+        )
+
+
+def _merge_with_parameters(parts):
+    """Merges `(parameters, fit_part)` pairs; the parameters are the same in
+    every batch, so the first is kept."""
+    parts = list(parts)
+    if not parts:
+        return None
+    return parts[0][0], merge_fit_parts(part for _, part in parts)
 
 
 class FitPhase(beam.PTransform):
@@ -482,19 +577,12 @@ class FitPhase(beam.PTransform):
 
         def batch_moments(batch, mads: np.ndarray):
             parameters = np.asarray(batch[1])[0]
-            lower, upper = final_bounds(slots, parameters, mads)
-            x = np.asarray(batch[0], dtype=np.float64)
-            moments = clipped_moments(x, slots, lower, upper)
-            if output_bounds is None:
-                return parameters, moments, None
-            grids = histogram_grids(slots, parameters, lower, upper)
-            histograms = count_histograms(x, slots, grids, lower, upper)
-            return parameters, moments, histograms
+            part = fit_part(batch[0], slots, parameters, mads, output_bounds)
+            return parameters, part
 
         def finish(merged, mads: np.ndarray) -> np.ndarray:
-            parameters, moments, histograms = merged
-            fitted = fit(slots, parameters, mads, moments, histograms, output_bounds)
-            return np.concatenate([parameters, fitted])
+            parameters, parts = merged
+            return finish_fit(slots, parameters, mads, parts, output_bounds)
 
         if self._mads is not None or not needs_mad(slots):
             # One pass: every batch carries the parameters, and the MADs are
