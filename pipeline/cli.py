@@ -34,6 +34,12 @@ TENSORFLOW_COMMANDS = (
     "check",
 )
 BEAM_COMMANDS = ("analyze", "run", "transform", "check")
+# Commands that load no Keras model. Importing TensorFlow imports Keras 3's
+# optimizers eagerly (with Keras 3 itself and scikit-learn: about 2 s of a
+# 3-5 s import) unless `TF_USE_LEGACY_KERAS` is set, and TFT sets it to 1
+# when it is imported anyway; setting it before the import (unless the user
+# set it) changes nothing else for these commands.
+KERAS_FREE_COMMANDS = (*BEAM_COMMANDS, "demo", "report")
 # `tanhguard.pipeline.audit.FAIL_CONDITIONS` (not imported here: the parser
 # loads nothing but the standard library; a test checks they agree).
 AUDIT_FAIL_CONDITIONS = ("overflow", "saturation")
@@ -379,6 +385,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ...`, and exit status 1; a usage error exits 2 (argparse).
     """
     args, beam_args = _parser().parse_known_args(argv)
+    if args.command in KERAS_FREE_COMMANDS:
+        os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     hint = _unquoted_glob_hint(args, beam_args)
     if args.command not in BEAM_COMMANDS and beam_args:
         _parser().error(f"unrecognized arguments: {' '.join(beam_args)}{hint}")
