@@ -423,6 +423,10 @@ def _peak_kb() -> float:
 
 
 def _child(kind: str, fmt: str, path: str) -> None:
+    if kind in ("tanhguard", "transform", "fixed"):
+        # What the command line sets before TensorFlow is imported (see
+        # `cli.KERAS_FREE_COMMANDS`); the plain TFT peer sets it itself.
+        os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     print(json.dumps({"child_start_epoch": time.time()}))
     started = time.perf_counter()
     KINDS[kind](fmt, path)

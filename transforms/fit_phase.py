@@ -8,7 +8,7 @@ what the graph applies:
 - `center` and `scale` over the finite values after clipping (and `g`), by
   each slot's scale strategy;
 - the fraction of values clipped below and above, and per-slot warning flags;
-- the histograms of stats.json, counted while the moments are (`count_histograms`):
+- the histograms of stats.json, counted while the moments are (`fit_part`):
   the raw finite values in equal bins over the central range, and `g(clip(x))`
   in `OUTPUT_FINE_BINS` equal bins that become the output's histogram once
   the scaler is fitted (the scaler is monotone, see
@@ -48,7 +48,6 @@ from tanhguard.transforms.layout import (
 )
 from tanhguard.transforms.moments import (
     ColumnMoments,
-    column_moments,
     merge_moments,
     pooled,
 )
@@ -58,7 +57,7 @@ from tanhguard.transforms.quantile_summary import (
     capacity_for,
     merge_lists,
 )
-from tanhguard.transforms.slots import Slot, needs_mad, spread_over_columns
+from tanhguard.transforms.slots import Slot, needs_mad
 from tanhguard.transforms.statistics import (
     bin_counts,
     histogram_edges,
@@ -142,20 +141,6 @@ def final_bounds(
     return _to_float32_range(lower), _to_float32_range(upper)
 
 
-def clipped_moments(
-    x: np.ndarray, slots: list[Slot], lower: np.ndarray, upper: np.ndarray
-) -> ColumnMoments:
-    """The moments of `g(clip(x))` of one batch `[rows, D]`, per column."""
-    columns = np.asarray(x).shape[1]
-    log = np.array([slot.scale.log for slot in slots])
-    return column_moments(
-        x,
-        spread_over_columns(slots, lower, columns),
-        spread_over_columns(slots, upper, columns),
-        spread_over_columns(slots, log, columns),
-    )
-
-
 @dataclasses.dataclass(frozen=True)
 class ColumnHistograms:
     """Per column of `[rows, D]`: the raw histogram's counts, and the counts
@@ -221,41 +206,6 @@ def histogram_grids(
     fine_lo = np.where(fine_lo >= fine_hi, fine_hi - 1.0, fine_lo)
     fine = histogram_edges(fine_lo, fine_hi, OUTPUT_FINE_BINS)
     return HistogramGrids(raw, fine)
-
-
-def count_histograms(
-    x: np.ndarray,
-    slots: list[Slot],
-    grids: HistogramGrids,
-    lower: np.ndarray,
-    upper: np.ndarray,
-) -> ColumnHistograms:
-    """The histogram counts of one batch `x` (`[rows, D]` float64, after the
-    inf policy, NaN for missing values), per column."""
-    x = np.asarray(x, dtype=np.float64)
-    columns = x.shape[1]
-    owner = np.zeros(columns, np.int64)
-    for index, slot in enumerate(slots):
-        owner[list(slot.columns)] = index
-    raw, below, above = bin_counts(x, grids.raw[owner])
-    log = np.array([slots[i].scale.log for i in owner], dtype=bool)
-    with np.errstate(invalid="ignore"):
-        clipped = np.clip(x, lower[owner], upper[owner])
-    if log.any():
-        clipped = np.where(log, log_transform(clipped), clipped)
-    infinite = np.isinf(x)
-    if infinite.any():  # +-Inf are point masses at the bounds, not binned
-        clipped[infinite] = np.nan
-    fine, _, _ = bin_counts(clipped, grids.fine[owner], top_bucket=True)
-    return ColumnHistograms(
-        raw=raw,
-        below=below,
-        above=above,
-        fine=fine,
-        imputed=np.count_nonzero(np.isnan(x), axis=0),
-        pos_inf=np.count_nonzero(x == np.inf, axis=0),
-        neg_inf=np.count_nonzero(x == -np.inf, axis=0),
-    )
 
 
 def _histogram_fields(
@@ -344,7 +294,7 @@ def fit(
     when neither its clip nor its impute value needs data) maps its bounds
     onto [-1, 1].
 
-    The histogram fields come from `histograms` (see `count_histograms`) and
+    The histogram fields come from `histograms` (see `fit_part`) and
     each slot's output bound as the graph applies it (`output_bounds`, the
     float32 value `mappers.float32_bound` gives); without them they are NaN.
 
@@ -441,30 +391,110 @@ class MadCombineFn(beam.CombineFn):
         return mads
 
 
-def fit_part(
-    x: np.ndarray,
+def fit_plan(
     slots: list[Slot],
     parameters: np.ndarray,
     mads: np.ndarray,
     output_bounds: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray, HistogramGrids | None]:
+    """What every batch of the fit phase needs from the first phase: the
+    final `(lower, upper)` per slot, and with `output_bounds` (see `fit`) the
+    histogram grids."""
+    lower, upper = final_bounds(slots, parameters, mads)
+    grids = None
+    if output_bounds is not None:
+        grids = histogram_grids(slots, parameters, lower, upper)
+    return lower, upper, grids
+
+
+def fit_part(
+    x: np.ndarray,
+    slots: list[Slot],
+    lower: np.ndarray,
+    upper: np.ndarray,
+    grids: HistogramGrids | None,
 ) -> tuple[ColumnMoments, ColumnHistograms | None]:
-    """One batch's share of the fit phase: the moments of the clipped values
-    and, with `output_bounds`, the histogram counts.
+    """One batch's share of the fit phase: per column, the moments of
+    `g(clip(x))` over the finite values, the values clipped below and above
+    (+-Inf included), and with `grids` the histogram counts: the raw finite
+    values in the raw bins, `g(clip(x))` of the finite values in the fine
+    bins (+-Inf are point masses at the bounds, counted apart, as are the
+    imputed values).
+
+    Each column is processed on its own, contiguous, and only its finite
+    values go through the clip, `g`, the moments and the bins.
 
     Args:
-      x: float64 `[rows, D]` after the inf policy (NaN for missing values).
+      x: `[rows, D]` float32 or float64 after the inf policy (NaN for missing
+        values); computed in float64.
       slots: `plan_slots(config)`.
-      parameters: The first phase's vector.
-      mads: The MAD per slot (NaN where the clip is not `mad`).
-      output_bounds: See `fit`.
+      lower, upper: Each slot's final bounds (`fit_plan`).
+      grids: The histogram grids (`fit_plan`), or None for no histograms.
     """
-    lower, upper = final_bounds(slots, parameters, mads)
-    x = np.asarray(x, dtype=np.float64)
-    moments = clipped_moments(x, slots, lower, upper)
-    if output_bounds is None:
-        return moments, None
-    grids = histogram_grids(slots, parameters, lower, upper)
-    return moments, count_histograms(x, slots, grids, lower, upper)
+    x = np.asarray(x)
+    rows, columns = x.shape
+    owner = np.zeros(columns, np.int64)
+    for index, slot in enumerate(slots):
+        owner[list(slot.columns)] = index
+    log = np.array([slot.scale.log for slot in slots], dtype=bool)[owner]
+    lo, hi = lower[owner], upper[owner]
+    if grids is not None:
+        raw_edges, fine_edges = grids.raw[owner], grids.fine[owner]
+    by_column = np.ascontiguousarray(x.T)
+    moments = {name: np.zeros(columns) for name in ("count", "mean", "m2")}
+    below, above = np.zeros(columns), np.zeros(columns)
+    counts = {
+        name: np.zeros(columns, np.int64)
+        for name in ("nan", "pos_inf", "neg_inf", "raw_below", "raw_above")
+    }
+    raw = np.zeros((columns, HISTOGRAM_BINS), np.int64)
+    fine = np.zeros((columns, OUTPUT_FINE_BINS + 1), np.int64)
+    for j in range(columns):
+        column = by_column[j]
+        finite = np.isfinite(column)
+        values = column[finite].astype(np.float64)
+        if values.size < rows:
+            counts["pos_inf"][j] = np.count_nonzero(column == np.inf)
+            counts["neg_inf"][j] = np.count_nonzero(column == -np.inf)
+            counts["nan"][j] = (
+                rows - values.size - counts["pos_inf"][j] - counts["neg_inf"][j]
+            )
+        # +-Inf are clipped to the bounds (counted) but enter no moment.
+        below[j] = np.count_nonzero(values < lo[j]) + counts["neg_inf"][j]
+        above[j] = np.count_nonzero(values > hi[j]) + counts["pos_inf"][j]
+        clipped = np.clip(values, lo[j], hi[j])
+        if log[j]:
+            clipped = log_transform(clipped)
+        count = clipped.size
+        mean = clipped.sum() / max(count, 1)
+        if grids is not None:
+            raw_counts, raw_below, raw_above = bin_counts(
+                values[:, np.newaxis], raw_edges[j : j + 1]
+            )
+            raw[j] = raw_counts[0]
+            counts["raw_below"][j], counts["raw_above"][j] = raw_below[0], raw_above[0]
+            fine[j] = bin_counts(
+                clipped[:, np.newaxis], fine_edges[j : j + 1], top_bucket=True
+            )[0][0]
+        clipped -= mean
+        moments["count"][j] = count
+        moments["mean"][j] = mean
+        # einsum, not np.dot: BLAS may start threads for a dot product.
+        moments["m2"][j] = np.einsum("i,i->", clipped, clipped)
+    per_column = ColumnMoments(
+        moments["count"], moments["mean"], moments["m2"], below, above
+    )
+    if grids is None:
+        return per_column, None
+    return per_column, ColumnHistograms(
+        raw=raw,
+        below=counts["raw_below"],
+        above=counts["raw_above"],
+        fine=fine,
+        imputed=counts["nan"],
+        pos_inf=counts["pos_inf"],
+        neg_inf=counts["neg_inf"],
+    )
 
 
 def merge_fit_parts(parts):
@@ -498,8 +528,8 @@ def finish_fit(
 
 
 class FitPhaseCombineFn(beam.CombineFn):
-    """Batches of float64 `x [rows, D]` (after the inf policy, NaN for missing
-    values) -> the statistics vector, given the first phase's `parameters`
+    """Batches of `x [rows, D]` (float32 or float64, after the inf policy, NaN
+    for missing values) -> the statistics vector, given the first phase's `parameters`
     and the `mads` (NaN where the clip is not `mad`; see `MadCombineFn`).
 
     The batch job runs it as a Beam pass of its own over the files, then
@@ -518,15 +548,13 @@ class FitPhaseCombineFn(beam.CombineFn):
         self._parameters = np.asarray(parameters, np.float64)
         self._mads = np.full(len(slots), np.nan) if mads is None else np.asarray(mads)
         self._output_bounds = output_bounds
+        self._plan = fit_plan(slots, self._parameters, self._mads, output_bounds)
 
     def create_accumulator(self):
         return None
 
     def add_input(self, accumulator, x):
-        part = fit_part(
-            x, self._slots, self._parameters, self._mads, self._output_bounds
-        )
-        return merge_fit_parts([accumulator, part])
+        return merge_fit_parts([accumulator, fit_part(x, self._slots, *self._plan)])
 
     def merge_accumulators(self, accumulators):
         return merge_fit_parts(accumulators)
@@ -577,8 +605,8 @@ class FitPhase(beam.PTransform):
 
         def batch_moments(batch, mads: np.ndarray):
             parameters = np.asarray(batch[1])[0]
-            part = fit_part(batch[0], slots, parameters, mads, output_bounds)
-            return parameters, part
+            plan = fit_plan(slots, parameters, mads, output_bounds)
+            return parameters, fit_part(batch[0], slots, *plan)
 
         def finish(merged, mads: np.ndarray) -> np.ndarray:
             parameters, parts = merged

@@ -22,9 +22,9 @@ from tanhguard.transforms.config import Config
 from tanhguard.transforms.first_phase import FirstPhaseCombineFn
 from tanhguard.transforms.fit_phase import (
     MadCombineFn,
-    clipped_moments,
     final_bounds,
     fit,
+    fit_part,
 )
 from tanhguard.transforms.layout import field_slice
 from tanhguard.transforms.moments import merge_moments
@@ -110,7 +110,7 @@ class Analysis:
         moments = functools.reduce(
             merge_moments,
             [
-                clipped_moments(b[0], slots, lower, upper)
+                fit_part(b[0], slots, lower, upper, None)[0]
                 for b in row_batches(cuts, x64)
             ],
         )

@@ -1,5 +1,5 @@
 """The fit phase without Beam: `final_bounds`, `MadCombineFn`,
-`clipped_moments` and `fit`, each against README's formula computed here on
+`fit_part` and `fit`, each against README's formula computed here on
 the clipped finite data (numpy, scikit-learn's RobustScaler), and the edge
 cases with their flags."""
 
@@ -11,7 +11,12 @@ from sklearn.preprocessing import RobustScaler
 
 from tanhguard.errors import NoFiniteValuesError
 from tanhguard.transforms.config import parse_config
-from tanhguard.transforms.fit_phase import MadCombineFn, clipped_moments, final_bounds
+from tanhguard.transforms.fit_phase import (
+    HistogramGrids,
+    MadCombineFn,
+    final_bounds,
+    fit_part,
+)
 from tanhguard.transforms.layout import (
     FLAG_CONSTANT,
     FLAG_DEGENERATE_BOUNDS,
@@ -254,7 +259,7 @@ def test_fit_count_is_the_number_of_finite_values(fitted, index):
     assert fitted.field("fit_count")[index] == 2_001 * len(SLOTS[index].columns)
 
 
-def test_clipped_moments_apply_each_slots_bounds_and_g_to_its_own_columns():
+def test_fit_part_moments_apply_each_slots_bounds_and_g_to_its_own_columns():
     config = parse_config(
         {
             "features": {
@@ -273,7 +278,8 @@ def test_clipped_moments_apply_each_slots_bounds_and_g_to_its_own_columns():
     )
     # Slots: logged [-10, 10]; pair (columns 1, 2) [0, 5]; each [1, 2], [0, 3].
     lower, upper = np.array([-10.0, 0.0, 1.0, 0.0]), np.array([10.0, 5.0, 2.0, 3.0])
-    moments = clipped_moments(x, plan_slots(config), lower, upper)
+    moments, histograms = fit_part(x, plan_slots(config), lower, upper, None)
+    assert histograms is None
     columns = [
         g(np.clip([100.0, 1.0, -50.0], -10, 10)),  # g only where log_zscore
         np.clip([-3.0, 2.0], 0, 5),
@@ -658,3 +664,45 @@ def test_one_element_without_finite_values_fails_the_whole_vector(analysis):
     x = np.array([[1.0, 2.0, np.nan], [2.0, 3.0, np.inf], [3.0, 1.0, np.nan]])
     with pytest.raises(NoFiniteValuesError, match=r"feature `vec`"):
         analysis.run(config, x, np.zeros(x.shape, bool))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fit_part_histograms_are_numpys_over_each_columns_finite_values(dtype):
+    """The raw bins count the finite values (numpy.histogram, below/above the
+    edges counted apart); the fine bins count g(clip(x)) of the finite values,
+    with values equal to the last edge in a bucket of their own; NaN and
+    +-Inf are counted apart."""
+    config = parse_config(
+        {"features": {"plain": {}, "logged": {"scale": "log_zscore"}}}
+    )
+    rng = np.random.default_rng(7)
+    x = rng.standard_t(2, (5_000, 2)) * [3.0, 40.0]
+    x[rng.random(x.shape) < 0.05] = np.nan
+    x[rng.random(x.shape) < 0.01] = np.inf
+    x[rng.random(x.shape) < 0.01] = -np.inf
+    x = x.astype(dtype)
+    lower, upper = np.array([-4.0, -50.0]), np.array([5.0, 60.0])
+    raw_edges = np.stack([np.linspace(-8, 8, 51), np.linspace(-100, 90, 51)])
+    fine_edges = np.stack(
+        [np.linspace(-4, 5, 1001), np.linspace(g(-50.0), g(60.0), 1001)]
+    )
+    _, histograms = fit_part(
+        x, plan_slots(config), lower, upper, HistogramGrids(raw_edges, fine_edges)
+    )
+    for j in range(2):
+        column = x[:, j].astype(np.float64)
+        finite = column[np.isfinite(column)]
+        counts, _ = np.histogram(finite, bins=raw_edges[j])
+        assert histograms.raw[j].tolist() == counts.tolist()
+        assert histograms.below[j] == np.count_nonzero(finite < raw_edges[j, 0])
+        assert histograms.above[j] == np.count_nonzero(finite > raw_edges[j, -1])
+        image = np.clip(finite, lower[j], upper[j])
+        if j == 1:
+            image = g(image)
+        top = fine_edges[j, -1]
+        fine, _ = np.histogram(image[image < top], bins=fine_edges[j])
+        assert histograms.fine[j, :-1].tolist() == fine.tolist()
+        assert histograms.fine[j, -1] == np.count_nonzero(image == top)
+        assert histograms.imputed[j] == np.count_nonzero(np.isnan(column))
+        assert histograms.pos_inf[j] == np.count_nonzero(column == np.inf)
+        assert histograms.neg_inf[j] == np.count_nonzero(column == -np.inf)
