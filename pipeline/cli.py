@@ -406,17 +406,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_logging(logging.DEBUG)
     else:
         configure_logging(logging.INFO)
-    if not getattr(args, "verbose", False):
-        quiet_third_party(import_tensorflow=args.command in TENSORFLOW_COMMANDS)
-        # Beam logs a worker's exception before re-raising it: the error
-        # would be printed twice, with a traceback.
-        logging.getLogger("apache_beam").setLevel(logging.CRITICAL)
     debug = getattr(args, "debug", False) or os.environ.get(DEBUG_ENV) == "1"
     from tanhguard.pipeline.output_dir import handle_termination, received_signal
 
     status = EXIT_OK
     try:
+        # Signals are handled from here on: importing TensorFlow takes seconds.
         with handle_termination():
+            if not getattr(args, "verbose", False):
+                quiet_third_party(import_tensorflow=args.command in TENSORFLOW_COMMANDS)
+                # Beam logs a worker's exception before re-raising it: the
+                # error would be printed twice, with a traceback.
+                logging.getLogger("apache_beam").setLevel(logging.CRITICAL)
             if args.command == "config-schema":
                 from tanhguard.transforms.config import config_json_schema
 

@@ -61,3 +61,37 @@ def test_a_users_choice_of_keras_is_kept(small_job):
     assert line.endswith("LEGACY 0")
     # With Keras 3 chosen, TensorFlow loads it as it always does.
     assert "keras" in line.split("LOADED ")[1].split(" LEGACY")[0].split(",")
+
+
+def test_ctrl_c_while_tensorflow_loads_stops_quietly(small_job):
+    """Importing TensorFlow takes seconds: a SIGINT then is handled like one
+    during the analysis (one line, exit 130, nothing written)."""
+    import signal
+    import time
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TF_CPP")}
+    child = subprocess.Popen(
+        [sys.executable, "-m", "tanhguard.pipeline.cli", *ANALYZE],
+        cwd=small_job,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    maps = f"/proc/{child.pid}/maps"
+    deadline = time.monotonic() + 120
+    # TensorFlow's framework library is mapped early in `import tensorflow`.
+    while time.monotonic() < deadline and child.poll() is None:
+        with open(maps) as handle:
+            if "libtensorflow_framework" in handle.read():
+                break
+        time.sleep(0.01)
+    assert child.poll() is None, "the command ended before TensorFlow loaded"
+    child.send_signal(signal.SIGINT)
+    _, err = child.communicate(timeout=300)
+    assert child.returncode == 130, err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (
+        "tanhguard: interrupted; nothing was written"
+    )
+    assert not (small_job / "a").exists()
