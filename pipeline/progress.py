@@ -54,9 +54,9 @@ def quiet_third_party(import_tensorflow: bool) -> None:
     logs later (a failed `cuInit` when the first op runs, also in Beam's
     worker processes, which inherit it); the absl lines ignore it, so fd 2 is
     pointed at a temporary file for the import itself and the captured text
-    is written back if the import fails. Third-party Python warnings
-    (FutureWarning, DeprecationWarning from google-auth, Beam, TFT) are
-    ignored; tanhguard's own warnings are not.
+    is written back if the import fails (not when a signal stops it).
+    Third-party Python warnings (FutureWarning, DeprecationWarning from
+    google-auth, Beam, TFT) are ignored; tanhguard's own warnings are not.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     warnings.filterwarnings("ignore", module=r"(?!tanhguard)")
@@ -70,7 +70,7 @@ def quiet_third_party(import_tensorflow: bool) -> None:
         os.dup2(captured.fileno(), 2)
         try:
             import tensorflow  # noqa: F401
-        except BaseException:
+        except Exception:  # not a signal (KeyboardInterrupt, SystemExit)
             os.dup2(saved, 2)
             captured.seek(0)
             sys.stderr.write(captured.read().decode("utf-8", "replace"))
