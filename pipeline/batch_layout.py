@@ -15,7 +15,7 @@ int64.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -100,12 +100,14 @@ def tensor_adapter_config(config: Config) -> tensor_adapter.TensorAdapterConfig:
 
 def _column_values(array: pa.Array, dtype: str) -> tuple[np.ndarray, np.ndarray]:
     """A column's values (NaN or 0 where empty) and its validity mask."""
-    valid = np.asarray(array.is_valid(), dtype=bool)
-    if dtype == "int":
-        values = np.asarray(array.fill_null(0), dtype=np.int64)
+    if array.null_count == 0:
+        valid = np.ones(len(array), dtype=bool)
     else:
-        values = np.asarray(array.fill_null(np.nan), dtype=np.float32)
-    return values, valid
+        valid = np.asarray(array.is_valid(), dtype=bool)
+        array = array.fill_null(0 if dtype == "int" else np.nan)
+    if dtype == "int":
+        return np.asarray(array, dtype=np.int64), valid
+    return np.asarray(array, dtype=np.float32), valid
 
 
 def feature_column(
@@ -131,6 +133,18 @@ def feature_column(
                     f"{path}: row {first_row + big}: feature `{name}`: column "
                     f"`{column}`: {array[big].as_py()} {_BEYOND_INT64}"
                 )
+    value_type = arrow_value_type(dtype)
+    if len(arrays) == 1:  # a scalar: one value per row, none where empty
+        values, valid = _column_values(arrays[0], dtype)
+        if valid.all():
+            offsets = np.arange(len(values) + 1, dtype=np.int32)
+        else:
+            values = values[valid]
+            offsets = np.zeros(len(valid) + 1, dtype=np.int32)
+            np.cumsum(valid, out=offsets[1:])
+        return pa.ListArray.from_arrays(
+            pa.array(offsets), pa.array(values, type=value_type)
+        )
     parts = [_column_values(array, dtype) for array in arrays]
     values = np.stack([p[0] for p in parts], axis=1)
     valid = np.stack([p[1] for p in parts], axis=1)
@@ -147,9 +161,7 @@ def feature_column(
     kept = values[present].reshape(-1)
     offsets = np.zeros(len(present) + 1, dtype=np.int32)
     np.cumsum(present * len(columns), out=offsets[1:])
-    return pa.ListArray.from_arrays(
-        pa.array(offsets), pa.array(kept, type=arrow_value_type(dtype))
-    )
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(kept, type=value_type))
 
 
 _BEYOND_INT64 = "is above int64's maximum (2^63 - 1), which `dtype: int` holds"
@@ -188,9 +200,17 @@ def _cast_list(
 
 
 def conform(
-    path: str, batch: pa.RecordBatch, config: Config, noun: str, first: int
+    path: str,
+    batch: pa.RecordBatch,
+    config: Config,
+    noun: str,
+    first: int,
+    names: Collection[str] | None = None,
 ) -> pa.RecordBatch:
     """Casts decoded list columns to the layout, checking vector lengths.
+
+    Only the columns of `names` (default: every feature) are cast and checked;
+    the others must be in the layout already (`feature_column` builds them so).
 
     Raises:
       DataError: a row (`noun` `first` + i) holds a number of values other
@@ -200,6 +220,9 @@ def conform(
     schema = arrow_schema(config)
     arrays = []
     for name, feature in config.features.items():
+        if names is not None and name not in names:
+            arrays.append(batch.column(name))
+            continue
         target = schema.field(name).type
         column = _cast_list(path, batch.column(name), target, noun, first, name)
         lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False)
@@ -229,9 +252,14 @@ def dense_batch(batch: pa.RecordBatch, config: Config) -> list[np.ndarray]:
     parts, masks = [], []
     for name, feature in config.features.items():
         column = batch.column(name)
+        values = column.flatten()
+        if len(values) == rows * feature.size:  # every row holds its values
+            parts.append(np.asarray(values, dtype=np.float32).reshape(rows, -1))
+            masks.append(np.zeros((rows, feature.size), dtype=bool))
+            continue
         lengths = pc.list_value_length(column).fill_null(0)
         lengths = np.asarray(lengths, dtype=np.int64)
-        values = np.asarray(column.flatten(), dtype=np.float32)
+        values = np.asarray(values, dtype=np.float32)
         if feature.size == 1:
             present = (lengths == 1)[:, np.newaxis]
         else:
@@ -244,10 +272,10 @@ def dense_batch(batch: pa.RecordBatch, config: Config) -> list[np.ndarray]:
 
 
 def fit_batch(batch: pa.RecordBatch, config: Config) -> np.ndarray:
-    """A record batch -> the fit phase's input: float64 `[rows, D]` with the
+    """A record batch -> the fit phase's input: float32 `[rows, D]` with the
     inf policy applied (`inf: missing` turns +-Inf into NaN), NaN where a value
-    is missing. The same as the graph's `tf.cast(apply_inf_policy(x), float64)`
-    over `dense_batch`'s `x`."""
+    is missing: the values the graph's fit phase sees (it casts them to
+    float64, exactly, as the fit phase does per column)."""
     x = dense_batch(batch, config)[0]
     to_nan = np.concatenate(
         [
@@ -257,4 +285,4 @@ def fit_batch(batch: pa.RecordBatch, config: Config) -> np.ndarray:
     )
     if to_nan.any():
         x[:, to_nan] = np.where(np.isinf(x[:, to_nan]), np.nan, x[:, to_nan])
-    return x.astype(np.float64)
+    return x

@@ -116,6 +116,8 @@ def read_parquet_batches(path: str, config: Config) -> Iterator[pa.RecordBatch]:
     plan = _parquet_plan(path, parquet.schema_arrow, config)
     schema = arrow_schema(config)
     wanted = sorted({c for columns, _ in plan.values() for c in columns})
+    # List columns come as the file holds them: cast and length-checked.
+    from_file = [name for name, (_, is_list) in plan.items() if is_list]
     first_row = 1
     try:
         for batch in parquet.iter_batches(batch_size=PARQUET_BATCH, columns=wanted):
@@ -137,7 +139,7 @@ def read_parquet_batches(path: str, config: Config) -> Iterator[pa.RecordBatch]:
             decoded = pa.RecordBatch.from_arrays(
                 arrays, names=[field.name for field in schema]
             )
-            yield conform(path, decoded, config, "row", first_row)
+            yield conform(path, decoded, config, "row", first_row, from_file)
             first_row += batch.num_rows
     except (pa.ArrowException, OSError) as error:
         raise DataError(
