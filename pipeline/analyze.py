@@ -55,6 +55,7 @@ from tanhguard.transforms.fit_phase import (
     check_finite_data,
 )
 from tanhguard.transforms.mappers import float32_bound
+from tanhguard.transforms.parallel import thread_count
 from tanhguard.transforms.preprocessing import build_preprocessing_fn
 from tanhguard.transforms.slots import Slot, needs_mad, plan_slots
 
@@ -273,6 +274,7 @@ def run_analyze(
       OutputExistsError: `output` exists and `overwrite` is false.
     """
     started = time.monotonic()
+    thread_count()  # a bad TANHGUARD_THREADS fails here, not in a worker
     files, fmt, has_rows = resolve_inputs(data, config, fmt)
     _require_rows(files, has_rows)
     logger.info("analyzing %d %s file(s) matching %s", len(files), fmt, data)

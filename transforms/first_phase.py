@@ -38,8 +38,9 @@ from tanhguard.transforms.layout import (
     REPORTED_QUANTILES,
     phase0_length,
 )
-from tanhguard.transforms.moments import column_moments, merge_moments
-from tanhguard.transforms.quantile_summary import QuantilesCombineFn
+from tanhguard.transforms.moments import ColumnMoments, merge_moments
+from tanhguard.transforms.parallel import map_columns
+from tanhguard.transforms.quantile_summary import QuantilesCombineFn, QuantileSummary
 from tanhguard.transforms.slots import element_columns, total_slots
 from tanhguard.transforms.statistics import (
     FeatureStatistics,
@@ -139,6 +140,34 @@ def parameters(
     return vector
 
 
+def _column_part(
+    x: np.ndarray, missing: np.ndarray, summary: QuantileSummary
+) -> tuple[tuple, np.float32, np.float32]:
+    """One column of a batch: its counts (finite, missing, NaN that is not
+    missing, +Inf, -Inf), finite zeros, the mean and M2 of the finite values
+    (float64), their min and max (+-Inf when none); adds them to `summary`."""
+    finite = np.isfinite(x)
+    values = x[finite]
+    rows, count = x.size, values.size
+    pos_inf = neg_inf = nan = 0
+    gone = np.count_nonzero(missing)
+    if count < rows:
+        pos_inf = np.count_nonzero(x == np.inf)
+        neg_inf = np.count_nonzero(x == -np.inf)
+        nan = rows - count - pos_inf - neg_inf - gone
+    zeros = np.count_nonzero(values == 0)
+    mean = m2 = 0.0
+    low, high = np.float32(np.inf), np.float32(-np.inf)
+    if count:
+        wide = values.astype(np.float64)
+        mean = wide.sum() / count
+        wide -= mean
+        m2 = np.einsum("i,i->", wide, wide)  # not np.dot: no BLAS threads
+        low, high = values.min(), values.max()
+        summary.add(values)
+    return (count, gone, nan, pos_inf, neg_inf, zeros, mean, m2), low, high
+
+
 class _GroupAccumulator:
     """Counts, moments, min/max and the quantile summaries of one group."""
 
@@ -181,29 +210,36 @@ class FirstPhaseCombineFn(beam.CombineFn):
     def add_input(self, accumulator, batch):
         x_all = np.asarray(batch[0], dtype=np.float32)
         missing_all = np.asarray(batch[1], dtype=bool)
-        for group, (_, columns, pooled), quantiles in zip(
-            accumulator, self._groups, self._quantiles, strict=True
-        ):
-            x, missing = x_all[:, columns], missing_all[:, columns]
-            if pooled:
-                x, missing = x.reshape(-1, 1), missing.reshape(-1, 1)
-            finite = np.isfinite(x)
-            is_nan = np.isnan(x)
-            group.counts += np.stack(
-                [
-                    finite.sum(axis=0),
-                    missing.sum(axis=0),
-                    (is_nan & ~missing).sum(axis=0),
-                    (x == np.inf).sum(axis=0),
-                    (x == -np.inf).sum(axis=0),
-                ]
+        for group, (_, columns, pooled) in zip(accumulator, self._groups, strict=True):
+            x, missing = x_all[:, columns].T, missing_all[:, columns].T
+            if pooled:  # one column of every element
+                x, missing = x.reshape(1, -1), missing.reshape(1, -1)
+            x, missing = np.ascontiguousarray(x), np.ascontiguousarray(missing)
+            summaries = group.quantiles
+            results = map_columns(
+                lambda j, x=x, missing=missing, summaries=summaries: _column_part(
+                    x[j], missing[j], summaries[j]
+                ),
+                range(x.shape[0]),
+                x.shape[1],
             )
-            group.zeros += np.count_nonzero(x == 0, axis=0)
-            group.moments = merge_moments(group.moments, column_moments(x))
-            if x.shape[0]:
-                group.min = np.minimum(group.min, np.where(finite, x, np.inf).min(0))
-                group.max = np.maximum(group.max, np.where(finite, x, -np.inf).max(0))
-            group.quantiles = quantiles.add_input(group.quantiles, [x])
+            parts = np.array([result[0] for result in results], dtype=np.float64)
+            parts = parts.reshape(x.shape[0], -1)
+            group.counts += parts[:, :5].T.astype(np.int64)
+            group.zeros += parts[:, 5].astype(np.int64)
+            count = parts[:, 0]
+            group.moments = merge_moments(
+                group.moments,
+                ColumnMoments(
+                    count,
+                    parts[:, 6],
+                    parts[:, 7],
+                    np.zeros_like(count),
+                    np.zeros_like(count),
+                ),
+            )
+            group.min = np.minimum(group.min, [result[1] for result in results])
+            group.max = np.maximum(group.max, [result[2] for result in results])
         return accumulator
 
     def merge_accumulators(self, accumulators):

@@ -51,6 +51,7 @@ from tanhguard.transforms.moments import (
     merge_moments,
     pooled,
 )
+from tanhguard.transforms.parallel import map_columns
 from tanhguard.transforms.quantile_summary import (
     MAX_ELEMENTS,
     QuantileSummary,
@@ -441,59 +442,54 @@ def fit_part(
     if grids is not None:
         raw_edges, fine_edges = grids.raw[owner], grids.fine[owner]
     by_column = np.ascontiguousarray(x.T)
-    moments = {name: np.zeros(columns) for name in ("count", "mean", "m2")}
-    below, above = np.zeros(columns), np.zeros(columns)
-    counts = {
-        name: np.zeros(columns, np.int64)
-        for name in ("nan", "pos_inf", "neg_inf", "raw_below", "raw_above")
-    }
-    raw = np.zeros((columns, HISTOGRAM_BINS), np.int64)
-    fine = np.zeros((columns, OUTPUT_FINE_BINS + 1), np.int64)
-    for j in range(columns):
+
+    def one_column(j: int) -> tuple:
         column = by_column[j]
         finite = np.isfinite(column)
         values = column[finite].astype(np.float64)
+        nan = pos_inf = neg_inf = 0
         if values.size < rows:
-            counts["pos_inf"][j] = np.count_nonzero(column == np.inf)
-            counts["neg_inf"][j] = np.count_nonzero(column == -np.inf)
-            counts["nan"][j] = (
-                rows - values.size - counts["pos_inf"][j] - counts["neg_inf"][j]
-            )
+            pos_inf = np.count_nonzero(column == np.inf)
+            neg_inf = np.count_nonzero(column == -np.inf)
+            nan = rows - values.size - pos_inf - neg_inf
         # +-Inf are clipped to the bounds (counted) but enter no moment.
-        below[j] = np.count_nonzero(values < lo[j]) + counts["neg_inf"][j]
-        above[j] = np.count_nonzero(values > hi[j]) + counts["pos_inf"][j]
+        below = np.count_nonzero(values < lo[j]) + neg_inf
+        above = np.count_nonzero(values > hi[j]) + pos_inf
         clipped = np.clip(values, lo[j], hi[j])
         if log[j]:
             clipped = log_transform(clipped)
-        count = clipped.size
-        mean = clipped.sum() / max(count, 1)
+        mean = clipped.sum() / max(clipped.size, 1)
+        bins = None
         if grids is not None:
-            raw_counts, raw_below, raw_above = bin_counts(
+            raw, raw_below, raw_above = bin_counts(
                 values[:, np.newaxis], raw_edges[j : j + 1]
             )
-            raw[j] = raw_counts[0]
-            counts["raw_below"][j], counts["raw_above"][j] = raw_below[0], raw_above[0]
-            fine[j] = bin_counts(
+            fine = bin_counts(
                 clipped[:, np.newaxis], fine_edges[j : j + 1], top_bucket=True
-            )[0][0]
+            )[0]
+            bins = (raw[0], raw_below[0], raw_above[0], fine[0])
         clipped -= mean
-        moments["count"][j] = count
-        moments["mean"][j] = mean
         # einsum, not np.dot: BLAS may start threads for a dot product.
-        moments["m2"][j] = np.einsum("i,i->", clipped, clipped)
-    per_column = ColumnMoments(
-        moments["count"], moments["mean"], moments["m2"], below, above
-    )
+        m2 = np.einsum("i,i->", clipped, clipped)
+        return (clipped.size, mean, m2, below, above, nan, pos_inf, neg_inf), bins
+
+    results = map_columns(one_column, range(columns), rows)
+    scalars = np.array([result[0] for result in results], dtype=np.float64)
+    scalars = scalars.reshape(columns, 8)
+    count, mean, m2, below, above = (scalars[:, i].copy() for i in range(5))
+    nan, pos_inf, neg_inf = (scalars[:, i].astype(np.int64) for i in range(5, 8))
+    per_column = ColumnMoments(count, mean, m2, below, above)
     if grids is None:
         return per_column, None
+    bins = [result[1] for result in results]
     return per_column, ColumnHistograms(
-        raw=raw,
-        below=counts["raw_below"],
-        above=counts["raw_above"],
-        fine=fine,
-        imputed=counts["nan"],
-        pos_inf=counts["pos_inf"],
-        neg_inf=counts["neg_inf"],
+        raw=np.array([b[0] for b in bins], np.int64).reshape(columns, -1),
+        below=np.array([b[1] for b in bins], np.int64),
+        above=np.array([b[2] for b in bins], np.int64),
+        fine=np.array([b[3] for b in bins], np.int64).reshape(columns, -1),
+        imputed=nan,
+        pos_inf=pos_inf,
+        neg_inf=neg_inf,
     )
 
 
