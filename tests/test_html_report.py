@@ -11,6 +11,7 @@ graph's own outputs.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import re
@@ -21,12 +22,17 @@ import numpy as np
 import pytest
 
 from tanhguard.errors import ArtifactsError, OutputExistsError
+from tanhguard.pipeline import html_report
 from tanhguard.pipeline.artifacts import load_stats, write_stats
 from tanhguard.pipeline.html_report import (
     CLIP_WARNING_SHARE,
     GENERATOR,
     NO_HISTOGRAMS,
     VECTOR_PANELS,
+    clipped_per_element_chart,
+    most_clipped_elements,
+    output_chart,
+    raw_chart,
     report_html,
     run_report_command,
     write_report,
@@ -410,6 +416,86 @@ def test_the_numbers_shown_match_stats_json(page, stats):
     assert checked >= 9 * 18
 
 
+def test_chart_labels_are_text_the_browser_shows(page, stats):
+    """The charts' words and numbers are SVG text (not glyph outlines): the
+    browser shows them in a font, and they can be found and copied."""
+    for name, feature in stats["features"].items():
+        for slot in _slots(page, name).all():
+            clipped = slot.locator(".raw svg text", has_text="clipped")
+            assert clipped.count() == 2, name  # one per side
+            assert clipped.first.is_visible(), name
+            bound = f"{feature['output_bound']:g}"
+            title = slot.locator(".out svg text", has_text=f"output, in [-{bound}")
+            assert title.count() == 1, name
+
+
+def _older(stats: dict) -> dict:
+    """stats.json as format 3 wrote it: no histograms."""
+    older = json.loads(json.dumps(stats))
+    older["format_version"] = 3
+    for feature in older["features"].values():
+        for key in ("histogram", "output_histogram", "quantile_grid"):
+            feature.pop(key)
+    return older
+
+
+def _charts(stats: dict):
+    """(draw, description) of every chart a report of `stats` draws, in the
+    page's order; draw(canvases) returns the chart's SVG."""
+    for name, feature in stats["features"].items():
+        size = len(feature["count"]) if isinstance(feature["count"], list) else None
+        if size is not None:
+            yield (
+                lambda c, f=feature: clipped_per_element_chart(f, "t", c),
+                f"{name} per element",
+            )
+        shown = most_clipped_elements(feature, VECTOR_PANELS) if size else [None]
+        for index in shown:
+            for chart in (raw_chart, output_chart):
+                yield (
+                    lambda c, f=feature, i=index, chart=chart: chart(f, i, "t", c),
+                    f"{name}[{index}] {chart.__name__}",
+                )
+
+
+def test_a_chart_drawn_after_others_equals_the_chart_drawn_alone(stats):
+    """A report draws its charts on one figure per chart size, cleared
+    between charts: nothing of a chart (limits, ticks, titles, labels,
+    hidden spines, ids) may show in the next. Each chart, drawn after
+    others (quantiles from an older stats.json and histograms, in turn), is
+    the chart drawn on a new figure."""
+    shared: dict = {}
+    pairs = zip(_charts(_older(stats)), _charts(stats), strict=True)
+    for draw, description in (chart for pair in pairs for chart in pair):
+        assert draw(shared) == draw(None), description
+
+
+def test_the_charts_are_laid_out_as_matplotlibs_constrained_layout(stats):
+    """The Axes of each chart is where matplotlib's constrained layout puts
+    it (the report measures the same margins without its extra draw)."""
+    import matplotlib
+
+    checked = 0
+    for variant in (stats, _older(stats)):
+        for draw, description in _charts(variant):
+            canvases: dict = {}
+            draw(canvases)
+            (canvas,) = canvases.values()
+            figure = canvas.figure
+            (axes,) = figure.axes
+            placed = axes.get_position().extents
+            axes.set_position(axes.get_subplotspec().get_position(figure))
+            axes.set_in_layout(True)
+            figure.set_layout_engine("constrained")
+            with matplotlib.rc_context(html_report._SVG_RC):
+                figure.savefig(io.StringIO(), format="svg")
+            expected = axes.get_position().extents
+            # 1e-6 of the figure: under a thousandth of a pixel.
+            assert np.allclose(placed, expected, rtol=0, atol=1e-6), description
+            checked += 1
+    assert checked == 2 * (2 * 9 + 1)  # 9 slots shown and one vector chart
+
+
 def test_the_html_refers_to_no_external_address(artifacts):
     text = (artifacts / "report.html").read_text(encoding="utf-8")
     assert text.startswith("<!DOCTYPE html>")
@@ -420,12 +506,7 @@ def test_the_html_refers_to_no_external_address(artifacts):
 
 
 def test_artifacts_from_an_older_tanhguard_still_report(stats):
-    older = json.loads(json.dumps(stats))
-    older["format_version"] = 3
-    for feature in older["features"].values():
-        for key in ("histogram", "output_histogram", "quantile_grid"):
-            feature.pop(key)
-    text = report_html(older)
+    text = report_html(_older(stats))
     assert NO_HISTOGRAMS in text.lower()
     assert "tg-raw-histogram" not in text
     assert text.count('class="tg-raw-quantiles"') == 9  # one per slot shown
