@@ -39,7 +39,7 @@ from tanhguard.pipeline.batch_layout import (
     tensor_adapter_config,
 )
 from tanhguard.pipeline.graph_stats import read_graph_stats
-from tanhguard.pipeline.html_report import write_report
+from tanhguard.pipeline.html_report import preload_charts, write_report
 from tanhguard.pipeline.job_errors import data_errors_unwrapped
 from tanhguard.pipeline.output_dir import publish_dir
 from tanhguard.pipeline.readers import ReadRecordBatches, resolve_inputs
@@ -278,6 +278,7 @@ def run_analyze(
     files, fmt, has_rows = resolve_inputs(data, config, fmt)
     _require_rows(files, has_rows)
     logger.info("analyzing %d %s file(s) matching %s", len(files), fmt, data)
+    preload_charts()  # for report.html, while the passes run
     protect = [*files, *protect]
     with publish_dir(output, overwrite=overwrite, protect=protect) as staging:
         options = PipelineOptions(list(beam_args))

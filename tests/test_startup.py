@@ -100,3 +100,23 @@ def test_a_signal_while_tensorflow_loads_stops_quietly(small_job, signum, status
     assert child.returncode == status, err
     assert err.strip().splitlines() == [line]
     assert not (small_job / "a").exists()
+
+
+def test_the_report_modules_load_on_a_thread_of_their_own():
+    """analyze starts importing matplotlib while its passes run (the report
+    needs it at the end); in a fresh interpreter the thread loads it."""
+    probe = (
+        "import sys\n"
+        "from tanhguard.pipeline.html_report import preload_charts\n"
+        "assert 'matplotlib.figure' not in sys.modules\n"
+        "thread = preload_charts()\n"
+        "assert thread.daemon\n"
+        "thread.join(120)\n"
+        "print('matplotlib.figure' in sys.modules,"
+        " 'matplotlib.backends.backend_svg' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "True"]
