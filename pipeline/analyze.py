@@ -311,8 +311,8 @@ def _analyze(
 ) -> None:
     """The analysis passes; the graph (and with `rows_format`, the rows) go
     into `work`."""
-    tft_temp = posixpath.join(work, SCRATCH)
-    passes = _Passes(config, files, fmt, options, tft_temp)
+    scratch = posixpath.join(work, SCRATCH)
+    passes = _Passes(config, files, fmt, options, scratch)
     slots = plan_slots(config)
     count = 3 if needs_mad(slots) else 2
     logger.info("pass 1 of %d: counts, moments and quantiles", count)
@@ -329,16 +329,10 @@ def _analyze(
         logger.info("transforming the rows")
         tf.io.gfile.makedirs(posixpath.join(work, ROWS_DIR))
         rows_prefix = posixpath.join(work, ROWS_DIR, "part")
-        with (
-            beam.Pipeline(options=options) as pipeline,
-            tft_beam.Context(temp_dir=tft_temp),
-        ):
-            transform_fn = pipeline | "ReadTransformFn" >> (
-                tft_beam.ReadTransformFn(work)
-            )
+        with beam.Pipeline(options=options) as pipeline:
             rows = pipeline | "Read" >> passes.reader()
             _ = rows | "TransformAndWrite" >> TransformAndWrite(
-                config, transform_fn, rows_prefix, rows_format
+                config, work, rows_prefix, rows_format
             )
 
 

@@ -19,13 +19,15 @@ from typing import Any
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import tensorflow as tf
 import tensorflow_transform as tft
-import tensorflow_transform.beam as tft_beam
+from apache_beam.io import filebasedsink
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from tanhguard.pipeline.artifacts import load_artifacts_config
-from tanhguard.pipeline.batch_layout import tensor_adapter_config
 from tanhguard.pipeline.formats import FORMATS
 from tanhguard.pipeline.job_errors import data_errors_unwrapped
 from tanhguard.pipeline.output_dir import publish_dir
@@ -52,18 +54,101 @@ def output_schema(config: Config) -> pa.Schema:
     return pa.schema(fields)
 
 
-def _flatten(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
-    """TFT's list-per-row columns to the output layout."""
+def graph_inputs(batch: pa.RecordBatch, config: Config) -> dict[str, tf.SparseTensor]:
+    """A record batch (`batch_layout`) as the saved graph's inputs.
+
+    A `SparseTensor` per feature, keyed by its source column, as TFT's tensor
+    adapter for a `VarLenFeature` builds it (`tensor_adapter_config`): row
+    `i`'s values at `[i, 0]`, `[i, 1]`, ...; a missing (empty or null) row
+    holds none; the dense shape is `[rows, longest row]`. Features whose rows
+    all hold the same number of values share one indices tensor.
+    """
+    rows = batch.num_rows
+    shared: dict[int, tuple[tf.Tensor, tf.Tensor]] = {}
+    inputs = {}
+    for name in config.features:
+        column = batch.column(name)
+        values = np.asarray(column.flatten())
+        lengths = np.asarray(pc.list_value_length(column).fill_null(0), np.int64)
+        width = int(lengths.max()) if rows else 0
+        if len(values) == rows * width:  # every row holds `width` values
+            if width not in shared:
+                shared[width] = (
+                    tf.constant(_full_indices(rows, width)),
+                    tf.constant([rows, width], tf.int64),
+                )
+            indices, shape = shared[width]
+        else:
+            starts = np.cumsum(lengths) - lengths
+            indices = np.empty((len(values), 2), np.int64)
+            indices[:, 0] = np.repeat(np.arange(rows), lengths)
+            indices[:, 1] = np.arange(len(values)) - np.repeat(starts, lengths)
+            indices = tf.constant(indices)
+            shape = tf.constant([rows, width], tf.int64)
+        inputs[config.source_column(name)] = tf.SparseTensor(
+            indices, tf.constant(values), shape
+        )
+    return inputs
+
+
+def _full_indices(rows: int, width: int) -> np.ndarray:
+    """`[i, j]` for every row `i` and every `j < width`, row by row."""
+    indices = np.empty((rows, width, 2), np.int64)
+    indices[:, :, 0] = np.arange(rows)[:, np.newaxis]
+    indices[:, :, 1] = np.arange(width)[np.newaxis, :]
+    return indices.reshape(-1, 2)
+
+
+def output_batch(outputs: dict[str, Any], schema: pa.Schema) -> pa.RecordBatch:
+    """The graph's outputs (`[rows]` or `[rows, d]` each) in the layout of
+    `output_schema`: a float32 column, or a list of d float32 per row."""
     arrays = []
     for field in schema:
-        column = batch.column(field.name)
+        values = np.asarray(outputs[field.name], dtype=np.float32)
         if pa.types.is_list(field.type):
-            arrays.append(column.cast(field.type))
-        elif pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
-            arrays.append(column.flatten().cast(pa.float32()))
+            rows, width = values.shape
+            offsets = np.arange(0, rows * width + 1, width, dtype=np.int32)
+            arrays.append(
+                pa.ListArray.from_arrays(
+                    pa.array(offsets), pa.array(values.reshape(-1))
+                )
+            )
         else:
-            arrays.append(column.cast(pa.float32()))
+            arrays.append(pa.array(values.reshape(-1)))
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+class _ApplyGraph(beam.DoFn):
+    """Record batches -> record batches of `output_schema`, transformed by the
+    saved graph (`transform_fn` of a TFT SavedModel), loaded once per DoFn
+    instance on the worker: in `setup` when its directory is known when the
+    pipeline is built, else on the first batch (a side input gives it)."""
+
+    def __init__(self, config: Config, graph_dir: str | None):
+        super().__init__()
+        self._config = config
+        self._graph_dir = graph_dir
+        self._schema = output_schema(config)
+
+    def setup(self):
+        self._loaded_dir = None
+        self._function = None
+        if self._graph_dir is not None:
+            self._load(self._graph_dir)
+
+    def _load(self, graph_dir: str) -> None:
+        self._function = tf.saved_model.load(graph_dir).transform_fn
+        self._loaded_dir = graph_dir
+
+    def process(self, batch: pa.RecordBatch, graph_dir: str | None = None):
+        graph_dir = graph_dir or self._graph_dir
+        if graph_dir != self._loaded_dir:
+            self._load(graph_dir)
+        outputs = self._function(graph_inputs(batch, self._config))
+        yield output_batch(
+            {name: outputs[name].numpy() for name in self._schema.names},
+            self._schema,
+        )
 
 
 def _csv_lines(batch: pa.RecordBatch) -> Iterator[str]:
@@ -107,8 +192,13 @@ def examples_from_batch(batch: pa.RecordBatch, encoder_schema) -> list[bytes]:
 
 
 class TransformAndWrite(beam.PTransform):
-    """Record batches -> sharded files of rows transformed by `transform_fn`
-    (the pair `tft_beam.AnalyzeDataset` or `ReadTransformFn` gives)."""
+    """Record batches -> sharded files of rows transformed by a saved graph.
+
+    `transform_fn` is a TFT output directory (holding `transform_fn/`, as
+    `tft.TFTransformOutput` reads it), or the pair `tft_beam.AnalyzeDataset`
+    or `ReadTransformFn` gives. Each worker loads the graph once and calls
+    it on every record batch as it comes (`_ApplyGraph`).
+    """
 
     def __init__(
         self,
@@ -128,13 +218,16 @@ class TransformAndWrite(beam.PTransform):
     def expand(self, batches):
         config, transform_fn = self._config, self._transform_fn
         schema = output_schema(config)
-        transformed, _ = (
-            (batches, tensor_adapter_config(config)),
-            transform_fn,
-        ) | "Transform" >> tft_beam.TransformDataset(output_record_batches=True)
-        flat = transformed | "Flatten" >> beam.Map(
-            lambda pair: _flatten(pair[0], schema)
-        )
+        if isinstance(transform_fn, (str, Path)):
+            graph_dir = posixpath.join(
+                str(transform_fn), tft.TFTransformOutput.TRANSFORM_FN_DIR
+            )
+            flat = batches | "Transform" >> beam.ParDo(_ApplyGraph(config, graph_dir))
+        else:
+            graph_dir = beam.pvalue.AsSingleton(transform_fn[0])
+            flat = batches | "Transform" >> beam.ParDo(
+                _ApplyGraph(config, None), graph_dir
+            )
         if self._count_path is not None:
             # The row count, without reading the shards back.
             _ = (
@@ -189,17 +282,11 @@ def run_transform(
                         posixpath.join(str(artifacts), part),
                         posixpath.join(graph, part),
                     )
-            with (
-                beam.Pipeline(options=options) as pipeline,
-                tft_beam.Context(temp_dir=scratch),
-            ):
+            with beam.Pipeline(options=options) as pipeline:
                 batches = pipeline | "Read" >> ReadRecordBatches(files, config, fmt)
-                transform_fn = pipeline | "ReadTransformFn" >> (
-                    tft_beam.ReadTransformFn(graph)
-                )
                 _ = batches | "TransformAndWrite" >> TransformAndWrite(
                     config,
-                    transform_fn,
+                    graph,
                     posixpath.join(work, "part"),
                     output_format,
                     count_path,
@@ -218,16 +305,56 @@ transform = run_transform
 """`tanhguard transform` as a function (the public name of `run_transform`)."""
 
 
+# Bytes of a column chunk's Parquet dictionary (1,024 float32 values) beyond
+# which it is written without one (PLAIN).
+DICTIONARY_LIMIT = 4096
+
+
+class _ParquetSink(filebasedsink.FileBasedSink):
+    """Record batches -> Parquet shards, one row group per batch.
+
+    As `beam.io.WriteToParquetBatched` writes them (no compression, the same
+    nested-type names), but with a small dictionary limit
+    (`DICTIONARY_LIMIT`): an indicator or a constant output keeps its
+    dictionary, a continuous one falls back to PLAIN early. With Arrow's
+    default (1 MiB, more than a batch's distinct values) every output was
+    dictionary-encoded in full: on batches of 40,000 rows x 10 continuous
+    floats, 7x the time of writing them PLAIN, in files 1.5x larger.
+    """
+
+    def __init__(self, prefix: str, schema: pa.Schema):
+        super().__init__(
+            prefix,
+            coder=None,
+            file_name_suffix=".parquet",
+            mime_type="application/x-parquet",
+            compression_type=CompressionTypes.UNCOMPRESSED,
+        )
+        self._schema = schema
+
+    def open(self, temp_path):
+        handle = super().open(temp_path)
+        writer = pq.ParquetWriter(
+            handle,
+            self._schema,
+            compression="none",
+            use_compliant_nested_type=False,
+            dictionary_pagesize_limit=DICTIONARY_LIMIT,
+        )
+        return handle, writer
+
+    def write_record(self, file_handle, value: pa.RecordBatch) -> None:
+        file_handle[1].write_table(pa.Table.from_batches([value]))
+
+    def close(self, file_handle) -> None:
+        handle, writer = file_handle
+        writer.close()
+        handle.close()
+
+
 def _write(flat, prefix: str, output_format: str, schema: pa.Schema, config: Config):
     if output_format == "parquet":
-        return (
-            flat
-            | "ToTables" >> beam.Map(lambda batch: pa.Table.from_batches([batch]))
-            | "WriteParquet"
-            >> beam.io.WriteToParquetBatched(
-                prefix, schema, file_name_suffix=".parquet"
-            )
-        )
+        return flat | "WriteParquet" >> beam.io.Write(_ParquetSink(prefix, schema))
     elif output_format == "tfrecord":
         import tensorflow as tf
         from tensorflow_transform.tf_metadata import schema_utils

@@ -5,10 +5,12 @@ import json
 import os
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import pytest
 import tensorflow as tf
+import tensorflow_transform as tft
 from graph_oracle import apply_graph, assert_stats_close
 
 from tanhguard.errors import DataError, OutputExistsError
@@ -219,3 +221,138 @@ def test_with_a_temp_location_a_failed_run_leaves_nothing(setup, tmp_path):
         run_analyze(CONFIG, str(bad), out, [f"--temp_location={shared}"])
     assert list(shared.iterdir()) == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.csv", "shared"]
+
+
+# Missing cells, an int feature, a vector with empty rows and empty elements,
+# a source column that is not the feature's name, a log_zscore scale.
+MIXED = parse_config(
+    {
+        "features": {
+            "a": {"indicators": ["missing", "clipped"]},
+            "n": {"dtype": "int", "column": "n raw"},
+            "w": {"shape": [3], "scale": "log_zscore", "inf": "missing"},
+        }
+    }
+)
+MIXED_ROWS = 300
+
+
+def _mixed_cells(rng) -> list[dict[str, list[str]]]:
+    """Per row, the CSV cells of each feature's columns ("" is empty)."""
+    rows = []
+    for i in range(MIXED_ROWS):
+        a = repr(float(rng.standard_t(2) * 4))
+        if i % 7 == 0:
+            a = ""
+        elif i % 29 == 0:
+            a = ["nan", "inf", "-inf"][i % 3]
+        n = "" if i % 11 == 0 else str(int(rng.integers(-50, 5000)))
+        w = [repr(float(v)) for v in rng.lognormal(3, 2, 3) * rng.choice([-1, 1], 3)]
+        if i % 13 == 0:
+            w = ["", "", ""]  # the whole vector missing
+        elif i % 17 == 0:
+            w[1] = ""  # one element missing: NaN
+        elif i % 19 == 0:
+            w[2] = "inf"
+        rows.append({"a": [a], "n raw": [n], "w": w})
+    return rows
+
+
+def _graph_on_cells(artifacts, rows) -> dict[str, np.ndarray]:
+    """The saved graph applied with TFT's own loader to `SparseTensor`s built
+    here from the cells, row by row: a row holds the values of its non-empty
+    cells; a vector with some empty cells holds NaN there."""
+    output = tft.TFTransformOutput(str(artifacts))
+    inputs = {}
+    sources = (("a", 1, np.float32), ("n raw", 1, np.int64), ("w", 3, np.float32))
+    for source, size, dtype in sources:
+        indices, values = [], []
+        for i, row in enumerate(rows):
+            cells = row[source]
+            if all(cell == "" for cell in cells):
+                continue
+            for j, cell in enumerate(cells):
+                indices.append([i, j])
+                values.append(float("nan") if cell == "" else float(cell))
+        inputs[source] = tf.SparseTensor(
+            np.array(indices, np.int64).reshape(-1, 2),
+            np.array(values, dtype),
+            [len(rows), size],
+        )
+    return {k: v.numpy() for k, v in output.transform_raw_features(inputs).items()}
+
+
+def _table_rows(columns: list[np.ndarray]) -> np.ndarray:
+    """Columns ([rows] or [rows, d]) side by side, rows in a canonical order."""
+    table = np.column_stack([c.reshape(len(c), -1) for c in columns])
+    return table[np.lexsort(table.T[::-1])]
+
+
+def test_written_rows_equal_the_graph_applied_to_the_cells(tmp_path):
+    rows = _mixed_cells(np.random.default_rng(21))
+    data = tmp_path / "mixed.csv"
+    with open(data, "w") as handle:
+        handle.write("a,n raw,w_0,w_1,w_2\n")
+        for row in rows:
+            handle.write(",".join(row["a"] + row["n raw"] + row["w"]) + "\n")
+    artifacts = tmp_path / "artifacts"
+    run_analyze(MIXED, str(data), artifacts)
+    out = tmp_path / "rows"
+    result = run_transform(artifacts, str(data), out, "parquet")
+    assert result["rows"] == MIXED_ROWS
+    table = pq.read_table(out)
+    names = ["a", "a__missing", "a__clipped", "n", "w"]
+    assert table.column_names == names
+    got = [
+        np.array(table[name].to_pylist(), np.float32)
+        if name == "w"
+        else table[name].to_numpy()
+        for name in names
+    ]
+    want = _graph_on_cells(artifacts, rows)
+    assert set(want) == set(names)
+    # The same graph on the same values (in one batch either way: the file is
+    # one Arrow block): the same float32 numbers.
+    np.testing.assert_array_equal(
+        _table_rows(got), _table_rows([want[name] for name in names])
+    )
+    # The cases are there: missing, NaN and Inf inputs; every output finite.
+    assert 0 < got[1].sum() < MIXED_ROWS and got[2].sum() > 0
+    assert np.isfinite(_table_rows(got)).all()
+
+
+def test_graph_inputs_are_the_tensors_tft_builds():
+    # TFT's tensor adapter (what `tft_beam.TransformDataset` feeds the graph)
+    # on the same record batch: lists of every length, null lists, int64, and
+    # a batch that is a slice of a larger one.
+    from tfx_bsl.tfxio.tensor_adapter import TensorAdapter
+
+    from tanhguard.pipeline.batch_layout import tensor_adapter_config
+
+    config = parse_config(
+        {
+            "features": {
+                "x": {},
+                "k": {"dtype": "int", "column": "k raw"},
+                "v": {"shape": [3]},
+                "e": {"shape": [2]},
+            }
+        }
+    )
+    x = pa.array([[1.5], [], None, [np.nan], [-2.0], [np.inf]], pa.list_(pa.float32()))
+    k = pa.array([[3], [-1], [], [7], None, [0]], pa.list_(pa.int64()))
+    v = pa.array(
+        [[1, 2, 3], [], [4, 5, 6], None, [7, 8, 9], [0, 0, 0]], pa.list_(pa.float32())
+    )
+    e = pa.array([[], None, [], [], None, []], pa.list_(pa.float32()))
+    whole = pa.RecordBatch.from_arrays([x, k, v, e], names=["x", "k", "v", "e"])
+    adapter = TensorAdapter(tensor_adapter_config(config))
+    for batch in (whole, whole.slice(2, 3), whole.slice(1, 0)):
+        got = transform_job.graph_inputs(batch, config)
+        want = adapter.ToBatchTensors(batch, produce_eager_tensors=True)
+        assert set(got) == set(want) == {"x", "k raw", "v", "e"}
+        for key in want:
+            for part in ("indices", "values", "dense_shape"):
+                g, w = getattr(got[key], part), getattr(want[key], part)
+                assert g.dtype == w.dtype, (key, part)
+                np.testing.assert_array_equal(g.numpy(), w.numpy(), err_msg=key)
