@@ -17,8 +17,21 @@ calls:
   serving_default     serialized tf.Example in (tf.io.parse_example, then the
                       ops), batch 1; the hand side parses with FixedLenFeature
                       and NaN defaults (the int feature: its impute value).
-It also prints the hand-written tf.function called in-process (no SavedModel)
-for reference. Machines are shared and noisy: compare ratios from one run.
+The hand side writes a vector feature column by column with scalar numbers
+(TensorFlow's CPU kernels broadcast a `[d]` vector over `[batch, d]` several
+times slower than a scalar over `[batch]`), and puts its columns together
+two ways, stacked along the last axis (faster up to some ten thousand rows)
+or stacked as rows and transposed (faster beyond); both are timed and each
+row takes the faster (benchmarks/README.md has the variants measured). Both
+sides multiply by the reciprocal of the scale.
+
+For reference, it also prints the exported module's own input handling
+alone (`wrapper ms`, `pipeline/serving.py`: `transform_features` turns its
+dense tensors into the transform graph's sparse inputs; `serving_default`
+parses `VarLenFeature`s, checks vector lengths and reorders), the hand
+side's `FixedLenFeature` parse alone, and the hand-written tf.function
+called in-process (no SavedModel). Machines are shared and noisy: compare
+ratios from one run.
 
     .venv/bin/python benchmarks/bench_serving.py
 """
@@ -83,8 +96,15 @@ def hand_parameters(stats: dict) -> dict[str, dict]:
     return parameters
 
 
-def hand_module(stats: dict, input_specs: dict):
-    """A tf.Module with the two signatures, written by hand from stats.json."""
+def hand_module(stats: dict, input_specs: dict, transpose: bool):
+    """A tf.Module with the two signatures, written by hand from stats.json.
+
+    A vector feature goes column by column with scalar numbers (TensorFlow's
+    CPU kernels broadcast a `[d]` vector over `[batch, d]` several times
+    slower than a scalar over `[batch]`); its columns are stacked along the
+    last axis, or (`transpose`) as rows, then transposed: the first is faster
+    up to some ten thousand rows, the second beyond.
+    """
     import tensorflow as tf
 
     parameters = hand_parameters(stats)
@@ -94,14 +114,28 @@ def hand_module(stats: dict, input_specs: dict):
         for name, spec in input_specs.items()
     }
 
+    def formula(x, p):
+        x = tf.where(tf.math.is_nan(x), p["impute"], x)
+        x = tf.clip_by_value(x, p["lower"], p["upper"])
+        x = (x - p["center"]) * p["inverse_scale"]
+        return tf.clip_by_value(x, -p["bound"], p["bound"])
+
     def transform(features):
         outputs = {}
         for name, p in parameters.items():
             x = tf.cast(features[name], tf.float32)
-            x = tf.where(tf.math.is_nan(x), p["impute"], x)
-            x = tf.clip_by_value(x, p["lower"], p["upper"])
-            x = (x - p["center"]) * p["inverse_scale"]
-            outputs[name] = tf.clip_by_value(x, -p["bound"], p["bound"])
+            if widths[name] is None:
+                outputs[name] = formula(x, p)
+            else:
+                columns = [
+                    formula(column, {k: v[i] if v.ndim else v for k, v in p.items()})
+                    for i, column in enumerate(tf.unstack(x, num=widths[name], axis=1))
+                ]
+                outputs[name] = (
+                    tf.transpose(tf.stack(columns))
+                    if transpose
+                    else tf.stack(columns, axis=1)
+                )
         return outputs
 
     parse_spec = {}
@@ -125,12 +159,53 @@ def hand_module(stats: dict, input_specs: dict):
         def serving_default(self, examples):
             return transform(tf.io.parse_example(examples, parse_spec))
 
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+        def parse(self, examples):
+            return tf.io.parse_example(examples, parse_spec)
+
     module = HandWritten()
     signatures = {
         "transform_features": module.transform_features.get_concrete_function(
             **input_specs
         ),
         "serving_default": module.serving_default.get_concrete_function(),
+        "parse": module.parse.get_concrete_function(),
+    }
+    return module, signatures
+
+
+def wrapper_module(artifacts: Path, input_specs: dict):
+    """A tf.Module with the exported module's input handling alone
+    (`pipeline/serving.py`): `transform_features`' dense tensors turned into
+    the transform graph's sparse inputs, and `serving_default`'s parse
+    (`VarLenFeature`s, the vector-length checks, `tf.sparse.reorder`); each
+    returns the sparse tensors' components."""
+    import tensorflow as tf
+
+    from tanhguard.pipeline.serving import Preprocessor
+
+    preprocessor = Preprocessor(artifacts)
+
+    def components(sparse: dict) -> dict:
+        return {
+            f"{key}_{part}": getattr(value, part)
+            for key, value in sparse.items()
+            for part in ("indices", "values", "dense_shape")
+        }
+
+    class Wrapper(tf.Module):
+        @tf.function
+        def tensors(self, **features):
+            return components(preprocessor.raw_tensors(features))
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+        def examples(self, examples):
+            return components(preprocessor.parse_examples(examples))
+
+    module = Wrapper()
+    signatures = {
+        "tensors": module.tensors.get_concrete_function(**input_specs),
+        "examples": module.examples.get_concrete_function(),
     }
     return module, signatures
 
@@ -146,7 +221,7 @@ def demo_inputs(csv_path: Path, input_specs: dict) -> dict[str, np.ndarray]:
             columns = [f"{name}_{i}" for i in range(spec.shape[1])]
             values = np.stack([table[c].to_numpy() for c in columns], axis=1)
         else:
-            values = table[name].to_numpy(zero_copy_only=False)
+            values = table[name].to_numpy()
         inputs[name] = values.astype(spec.dtype.as_numpy_dtype)
     return inputs
 
@@ -196,16 +271,21 @@ def max_difference(left: dict, right: dict) -> float:
 
 
 def median_ms(calls: list, repetitions: int) -> list[float]:
-    """Median milliseconds of each call, alternating them call by call."""
+    """Median milliseconds of each call, alternating them call by call.
+
+    The order rotates from one round to the next, so that no call always
+    follows the same one (a call runs slower after some than after others:
+    caches, the thread pools' state)."""
     for call in calls:  # warm up: first-call costs are not serving costs
         for _ in range(3):
             call()
     times = [[] for _ in calls]
-    for _ in range(repetitions):
-        for call, spent in zip(calls, times, strict=True):
+    for round_ in range(repetitions):
+        for index in range(len(calls)):
+            index = (index + round_) % len(calls)
             started = time.perf_counter()
-            call()
-            spent.append(time.perf_counter() - started)
+            calls[index]()
+            times[index].append(time.perf_counter() - started)
     return [statistics.median(spent) * 1e3 for spent in times]
 
 
@@ -237,22 +317,33 @@ def main(argv: list[str]) -> int:
         graph = exported.signatures["transform_features"]
         graph_serving = exported.signatures["serving_default"]
         input_specs = graph.structured_input_signature[1]
-        module, signatures = hand_module(stats, input_specs)
-        tf.saved_model.save(module, str(root / "hand"), signatures=signatures)
-        hand_loaded = tf.saved_model.load(str(root / "hand"))
-        hand = hand_loaded.signatures["transform_features"]
-        hand_serving = hand_loaded.signatures["serving_default"]
-        hand_in_process = module.transform_features
+        # The hand side two ways (how a vector's columns are put together);
+        # each row takes the faster.
+        hands, hands_serving, hands_in_process = [], [], []
+        for transpose in (False, True):
+            module, signatures = hand_module(stats, input_specs, transpose)
+            saved = root / f"hand_{transpose}"
+            tf.saved_model.save(module, str(saved), signatures=signatures)
+            hand_loaded = tf.saved_model.load(str(saved))
+            hands.append(hand_loaded.signatures["transform_features"])
+            hands_serving.append(hand_loaded.signatures["serving_default"])
+            hands_in_process.append(module.transform_features)
+        hand_parse = hand_loaded.signatures["parse"]
+        module, signatures = wrapper_module(artifacts, input_specs)
+        tf.saved_model.save(module, str(root / "wrapper"), signatures=signatures)
+        wrapper_loaded = tf.saved_model.load(str(root / "wrapper"))
+        wrapper = wrapper_loaded.signatures["tensors"]
+        wrapper_parse = wrapper_loaded.signatures["examples"]
 
         inputs = demo_inputs(csv_path, input_specs)
         rows = len(next(iter(inputs.values())))
         as_tensors = {n: tf.constant(v) for n, v in inputs.items()}
-        difference = max_difference(graph(**as_tensors), hand(**as_tensors))
         records = tf.constant(serialized_examples(inputs, min(rows, 2000)))
         difference = max(
-            difference,
-            max_difference(
-                graph_serving(examples=records), hand_serving(examples=records)
+            *(max_difference(graph(**as_tensors), h(**as_tensors)) for h in hands),
+            *(
+                max_difference(graph_serving(examples=records), h(examples=records))
+                for h in hands_serving
             ),
         )
         print(
@@ -264,37 +355,58 @@ def main(argv: list[str]) -> int:
 
         print(
             f"{'signature':<20}{'batch':>8}{'exported ms':>13}{'hand ms':>9}"
-            f"{'ratio':>7}{'hand tf.function ms':>21}"
+            f"{'ratio':>7}{'wrapper ms':>12}{'hand tf.function ms':>21}"
         )
         for batch in BATCH_SIZES:
             feed = {n: tf.constant(v) for n, v in tiled(inputs, batch).items()}
             # 2000, 500 and 50 calls per side by default.
             repetitions = {1: 1, 1_000: 4, 100_000: 40}[batch]
             repetitions = max(20, args.repetitions // repetitions)
-            ours, theirs, direct = median_ms(
+            ours, theirs, theirs_t = median_ms(
                 [
                     lambda feed=feed: graph(**feed),
-                    lambda feed=feed: hand(**feed),
-                    lambda feed=feed: hand_in_process(**feed),
+                    *(lambda feed=feed, h=h: h(**feed) for h in hands),
                 ],
                 repetitions,
             )
+            # The references apart: not interleaved with the ratio's calls.
+            inputs_only, direct, direct_t = median_ms(
+                [
+                    lambda feed=feed: wrapper(**feed),
+                    *(lambda feed=feed, h=h: h(**feed) for h in hands_in_process),
+                ],
+                max(20, repetitions // 4),
+            )
+            theirs, direct = min(theirs, theirs_t), min(direct, direct_t)
             print(
                 f"{'transform_features':<20}{batch:>8,}{ours:>13.3f}{theirs:>9.3f}"
-                f"{ours / theirs:>7.2f}{direct:>21.3f}",
+                f"{ours / theirs:>7.2f}{inputs_only:>12.3f}{direct:>21.3f}",
                 flush=True,
             )
         one = tf.constant(serialized_examples(inputs, 1))
-        ours, theirs = median_ms(
+        ours, theirs, theirs_t = median_ms(
             [
                 lambda: graph_serving(examples=one),
-                lambda: hand_serving(examples=one),
+                *(lambda h=h: h(examples=one) for h in hands_serving),
             ],
             args.repetitions,
         )
+        parse_only, hand_parse_only = median_ms(
+            [
+                lambda: wrapper_parse(examples=one),
+                lambda: hand_parse(examples=one),
+            ],
+            max(20, args.repetitions // 4),
+        )
+        theirs = min(theirs, theirs_t)
         print(
             f"{'serving_default':<20}{1:>8,}{ours:>13.3f}{theirs:>9.3f}"
-            f"{ours / theirs:>7.2f}{'-':>21}"
+            f"{ours / theirs:>7.2f}{parse_only:>12.3f}{'-':>21}"
+        )
+        print(
+            f"serving_default's parse alone: {parse_only:.3f} ms (VarLenFeature, "
+            f"checks, reorder) vs the hand side's FixedLenFeature parse "
+            f"{hand_parse_only:.3f} ms"
         )
     print(load_line())
     return 0
