@@ -54,9 +54,11 @@ from tanhguard.transforms.fit_phase import (
     MadCombineFn,
     check_finite_data,
 )
-from tanhguard.transforms.mappers import float32_bound
 from tanhguard.transforms.parallel import thread_count
-from tanhguard.transforms.preprocessing import build_preprocessing_fn
+from tanhguard.transforms.preprocessing import (
+    build_preprocessing_fn,
+    slot_output_bounds,
+)
 from tanhguard.transforms.slots import Slot, needs_mad, plan_slots
 
 __all__ = ["AnalyzeFeatures", "analyze", "load_stats", "run_analyze"]
@@ -151,17 +153,6 @@ def mad_phase(passes: _Passes, parameters: np.ndarray, slots: list[Slot]) -> np.
     return passes.combine("mads", MadCombineFn(slots), inputs)
 
 
-def slot_output_bounds(config: Config, slots: list[Slot]) -> np.ndarray:
-    """Each slot's output bound as the graph applies it (float32, rounded
-    down): the fit phase's histograms map into it."""
-    return np.array(
-        [
-            float(float32_bound(config.features[slot.feature].output_bound))
-            for slot in slots
-        ]
-    )
-
-
 def fit_phase(
     passes: _Passes,
     parameters: np.ndarray,
@@ -177,7 +168,7 @@ def fit_phase(
     vector as a constant.
     """
     combine = FitPhaseCombineFn(
-        slots, parameters, mads, slot_output_bounds(passes.config, slots)
+        slots, parameters, mads, slot_output_bounds(passes.config)
     )
     return passes.combine("statistics", combine, fit_batch)
 

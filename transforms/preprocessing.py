@@ -171,6 +171,17 @@ def _columns(dense: Densified, feature: FeatureConfig) -> list[tf.Tensor]:
     return tf.unstack(dense.x, num=feature.size, axis=1)
 
 
+def slot_output_bounds(config: Config) -> np.ndarray:
+    """Each slot's output bound as the graph applies it (float32, rounded
+    down): the fit phase maps the output histograms into it."""
+    return np.array(
+        [
+            float(float32_bound(config.features[slot.feature].output_bound))
+            for slot in plan_slots(config)
+        ]
+    )
+
+
 def build_preprocessing_fn(
     config: Config,
     fit_phase: FitPhaseAnalyzer | None = None,
@@ -217,12 +228,7 @@ def build_preprocessing_fn(
         )
         fitter = fit_phase or fit_phase_analyzer
         known = {} if mads is None else {"mads": np.asarray(mads, np.float64)}
-        known["output_bounds"] = np.array(
-            [
-                float(float32_bound(config.features[slot.feature].output_bound))
-                for slot in plan_slots(config)
-            ]
-        )
+        known["output_bounds"] = slot_output_bounds(config)
         slots = total_slots(config)
         # The statistics vector is an analyzer output, so the saved graph holds
         # it as a constant under this name, with everything stats.json reports.
