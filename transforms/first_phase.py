@@ -38,7 +38,12 @@ from tanhguard.transforms.layout import (
     REPORTED_QUANTILES,
     phase0_length,
 )
-from tanhguard.transforms.moments import ColumnMoments, merge_moments
+from tanhguard.transforms.moments import (
+    ColumnMoments,
+    mean_and_m2,
+    merge_moments,
+    split_finite,
+)
 from tanhguard.transforms.parallel import map_columns
 from tanhguard.transforms.quantile_summary import QuantilesCombineFn, QuantileSummary
 from tanhguard.transforms.slots import element_columns, total_slots
@@ -146,26 +151,17 @@ def _column_part(
     """One column of a batch: its counts (finite, missing, NaN that is not
     missing, +Inf, -Inf), finite zeros, the mean and M2 of the finite values
     (float64), their min and max (+-Inf when none); adds them to `summary`."""
-    finite = np.isfinite(x)
-    values = x[finite]
-    rows, count = x.size, values.size
-    pos_inf = neg_inf = nan = 0
-    gone = np.count_nonzero(missing)
-    if count < rows:
-        pos_inf = np.count_nonzero(x == np.inf)
-        neg_inf = np.count_nonzero(x == -np.inf)
-        nan = rows - count - pos_inf - neg_inf - gone
+    values, nan, pos_inf, neg_inf = split_finite(x)
+    count = values.size
+    gone = np.count_nonzero(missing)  # missing values are NaN in `x`
     zeros = np.count_nonzero(values == 0)
     mean = m2 = 0.0
     low, high = np.float32(np.inf), np.float32(-np.inf)
     if count:
-        wide = values.astype(np.float64)
-        mean = wide.sum() / count
-        wide -= mean
-        m2 = np.einsum("i,i->", wide, wide)  # not np.dot: no BLAS threads
+        mean, m2 = mean_and_m2(values.astype(np.float64))
         low, high = values.min(), values.max()
         summary.add(values)
-    return (count, gone, nan, pos_inf, neg_inf, zeros, mean, m2), low, high
+    return (count, gone, nan - gone, pos_inf, neg_inf, zeros, mean, m2), low, high
 
 
 class _GroupAccumulator:

@@ -48,8 +48,10 @@ from tanhguard.transforms.layout import (
 )
 from tanhguard.transforms.moments import (
     ColumnMoments,
+    mean_and_m2,
     merge_moments,
     pooled,
+    split_finite,
 )
 from tanhguard.transforms.parallel import map_columns
 from tanhguard.transforms.quantile_summary import (
@@ -444,21 +446,14 @@ def fit_part(
     by_column = np.ascontiguousarray(x.T)
 
     def one_column(j: int) -> tuple:
-        column = by_column[j]
-        finite = np.isfinite(column)
-        values = column[finite].astype(np.float64)
-        nan = pos_inf = neg_inf = 0
-        if values.size < rows:
-            pos_inf = np.count_nonzero(column == np.inf)
-            neg_inf = np.count_nonzero(column == -np.inf)
-            nan = rows - values.size - pos_inf - neg_inf
+        values, nan, pos_inf, neg_inf = split_finite(by_column[j])
+        values = values.astype(np.float64)
         # +-Inf are clipped to the bounds (counted) but enter no moment.
         below = np.count_nonzero(values < lo[j]) + neg_inf
         above = np.count_nonzero(values > hi[j]) + pos_inf
         clipped = np.clip(values, lo[j], hi[j])
         if log[j]:
             clipped = log_transform(clipped)
-        mean = clipped.sum() / max(clipped.size, 1)
         bins = None
         if grids is not None:
             raw, raw_below, raw_above = bin_counts(
@@ -468,9 +463,7 @@ def fit_part(
                 clipped[:, np.newaxis], fine_edges[j : j + 1], top_bucket=True
             )[0]
             bins = (raw[0], raw_below[0], raw_above[0], fine[0])
-        clipped -= mean
-        # einsum, not np.dot: BLAS may start threads for a dot product.
-        m2 = np.einsum("i,i->", clipped, clipped)
+        mean, m2 = mean_and_m2(clipped)
         return (clipped.size, mean, m2, below, above, nan, pos_inf, neg_inf), bins
 
     results = map_columns(one_column, range(columns), rows)

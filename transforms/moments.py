@@ -36,6 +36,29 @@ class ColumnMoments:
         return np.sqrt(np.maximum(self.m2, 0.0) / np.maximum(self.count, 1.0))
 
 
+def split_finite(column: np.ndarray) -> tuple[np.ndarray, int, int, int]:
+    """A 1-D column's finite values (its dtype), and its NaN, +Inf and -Inf
+    counts (the infinities are counted only when some value is not finite)."""
+    finite = np.isfinite(column)
+    values = column[finite]
+    nan = pos_inf = neg_inf = 0
+    if values.size < column.size:
+        pos_inf = np.count_nonzero(column == np.inf)
+        neg_inf = np.count_nonzero(column == -np.inf)
+        nan = column.size - values.size - pos_inf - neg_inf
+    return values, nan, pos_inf, neg_inf
+
+
+def mean_and_m2(values: np.ndarray) -> tuple[float, float]:
+    """The mean and M2 of float64 `values` (0 and 0 when empty); `values` is
+    centred in place."""
+    mean = values.sum() / max(values.size, 1)
+    values -= mean
+    # einsum, not np.dot: OpenBLAS may start threads for a dot product, which
+    # on a busy machine costs more than the product.
+    return mean, np.einsum("i,i->", values, values)
+
+
 def column_moments(
     x: np.ndarray,
     lower: np.ndarray | None = None,
