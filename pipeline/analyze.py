@@ -10,6 +10,7 @@ Writes, into the output directory:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.metadata
 import logging
 import posixpath
@@ -20,32 +21,25 @@ from typing import Any
 
 import apache_beam as beam
 import numpy as np
-import tensorflow as tf
-import tensorflow_transform as tft
-import tensorflow_transform.beam as tft_beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from tanhguard.errors import DataError
-from tanhguard.pipeline.artifacts import (
-    ROWS_DIR,
-    load_stats,
-    write_raw_metadata,
-    write_stats,
-)
+from tanhguard.pipeline import files as fs
+from tanhguard.pipeline import graph_process, spill
+from tanhguard.pipeline.artifacts import ROWS_DIR, load_stats, write_stats
 from tanhguard.pipeline.batch_layout import (
     dense_batch,
-    fit_batch,
-    raw_feature_spec,
+    fit_values,
     tensor_adapter_config,
 )
-from tanhguard.pipeline.graph_stats import read_graph_stats
+from tanhguard.pipeline.graph_process import GraphProcess, write_graph
 from tanhguard.pipeline.html_report import preload_charts, write_report
 from tanhguard.pipeline.job_errors import data_errors_unwrapped
 from tanhguard.pipeline.output_dir import publish_dir
+from tanhguard.pipeline.progress import load_tensorflow
 from tanhguard.pipeline.readers import ReadRecordBatches, resolve_inputs
 from tanhguard.pipeline.stats_json import STATS_FORMAT_VERSION, unpack_stats_vector
 from tanhguard.pipeline.tfdv_stats import write_tfdv_stats
-from tanhguard.pipeline.transform_job import TransformAndWrite
 from tanhguard.pipeline.workdir import SCRATCH, SaveGlobally, load_saved, work_dir
 from tanhguard.transforms.config import Config, load_config
 from tanhguard.transforms.first_phase import FirstPhaseCombineFn
@@ -55,11 +49,7 @@ from tanhguard.transforms.fit_phase import (
     check_finite_data,
 )
 from tanhguard.transforms.parallel import thread_count
-from tanhguard.transforms.preprocessing import (
-    build_preprocessing_fn,
-    slot_output_bounds,
-)
-from tanhguard.transforms.slots import Slot, needs_mad, plan_slots
+from tanhguard.transforms.slots import Slot, needs_mad, plan_slots, slot_output_bounds
 
 __all__ = ["AnalyzeFeatures", "analyze", "load_stats", "run_analyze"]
 
@@ -91,6 +81,10 @@ class AnalyzeFeatures(beam.PTransform):
         self._mads = mads
 
     def expand(self, record_batches: beam.PCollection):
+        import tensorflow_transform.beam as tft_beam
+
+        from tanhguard.transforms.preprocessing import build_preprocessing_fn
+
         preprocessing_fn = build_preprocessing_fn(
             self._config, parameters=self._parameters, mads=self._mads
         )
@@ -109,21 +103,41 @@ class _Passes:
     fmt: str
     options: PipelineOptions
     temp: str  # a directory the workers can write (see `workdir`)
+    # Where the first pass keeps its parsed batches (`spill`), or None; after
+    # it, where the later passes read them, or None to read the files.
+    spill: str | None = None
+    spilled: bool = False
 
     def reader(self) -> ReadRecordBatches:
         return ReadRecordBatches(self.files, self.config, self.fmt)
 
+    def after_first(self, parameters: np.ndarray) -> _Passes:
+        """The later passes: over the kept batches, if all are there."""
+        if spill.usable(self.spill, rows=round(float(parameters[0]))):
+            return dataclasses.replace(self, spilled=True)
+        spill.remove(self.spill)
+        return dataclasses.replace(self, spill=None)
+
+    def dense(self, element) -> np.ndarray:
+        """An element of `source()` -> its float32 `[rows, D]` values."""
+        return element if self.spilled else dense_batch(element, self.config)[0]
+
+    def source(self) -> beam.PTransform:
+        """The later passes' input: the kept batches, or the files."""
+        return spill.ReadSpilled(self.spill) if self.spilled else self.reader()
+
     def combine(
-        self, name: str, combine: beam.CombineFn, inputs=dense_batch
+        self, name: str, combine: beam.CombineFn, inputs, source=None
     ) -> np.ndarray:
-        """One Beam job: `combine` over `inputs(record_batch, config)` for
-        every batch of the files; returns its output (a numpy vector)."""
+        """One Beam job: `combine` over `inputs(element, config)` for every
+        element of `source` (by default, the files' record batches); returns
+        its output (a numpy vector)."""
         target = posixpath.join(self.temp, f"{name}.npy")
-        tf.io.gfile.makedirs(self.temp)
+        fs.makedirs(self.temp)
         with beam.Pipeline(options=self.options) as pipeline:
             _ = (
                 pipeline
-                | "Read" >> self.reader()
+                | "Read" >> (source or self.reader())
                 | "Inputs" >> beam.Map(inputs, config=self.config)
                 | "CombineAndSave" >> SaveGlobally(combine, target)
             )
@@ -140,17 +154,20 @@ def first_phase(passes: _Passes) -> np.ndarray:
     inside TFX) over the files, then the rest with its result as constants:
     the files are read once per pass and every pass streams.
     """
-    return passes.combine("parameters", FirstPhaseCombineFn(passes.config))
+    inputs = dense_batch
+    if passes.spill is not None:
+        inputs = functools.partial(spill.spilled, directory=passes.spill)
+    return passes.combine("parameters", FirstPhaseCombineFn(passes.config), inputs)
 
 
 def mad_phase(passes: _Passes, parameters: np.ndarray, slots: list[Slot]) -> np.ndarray:
     """The MAD of each `mad` slot, as a Beam job of its own (it needs the
     first phase's medians, and the moments need it)."""
 
-    def inputs(batch, config):
-        return [dense_batch(batch, config)[0], parameters[np.newaxis]]
+    def inputs(element, config):
+        return [passes.dense(element), parameters[np.newaxis]]
 
-    return passes.combine("mads", MadCombineFn(slots), inputs)
+    return passes.combine("mads", MadCombineFn(slots), inputs, passes.source())
 
 
 def fit_phase(
@@ -170,40 +187,11 @@ def fit_phase(
     combine = FitPhaseCombineFn(
         slots, parameters, mads, slot_output_bounds(passes.config)
     )
-    return passes.combine("statistics", combine, fit_batch)
 
+    def inputs(element, config):
+        return fit_values(passes.dense(element), config)
 
-def write_graph(
-    config: Config, parameters: np.ndarray, vector: np.ndarray, work: str
-) -> None:
-    """Saves the transform graph, `transform_fn/` and `transformed_metadata/`,
-    into `work`, with every analysis result as a constant.
-
-    The preprocessing_fn then has no analyzers, and TFT's own route for such
-    a function (`impl_helper.analyze_in_place`, the one TFX's Transform
-    component takes for it) traces and saves it without a Beam job. The
-    graph is the one `AnalyzeFeatures` gives for the same statistics: the
-    vector is captured under `STATS_VECTOR_NAME` either way.
-    """
-    from tensorflow_transform import impl_helper
-    from tfx_bsl.tfxio.tensor_adapter import TensorAdapter
-
-    statistics = tf.constant(vector, dtype=tf.float64)
-
-    def constant_fit(*_args, **_kwargs) -> tf.Tensor:
-        return statistics
-
-    preprocessing_fn = build_preprocessing_fn(
-        config, fit_phase=constant_fit, parameters=parameters
-    )
-    specs = TensorAdapter(tensor_adapter_config(config)).OriginalTypeSpecs()
-    impl_helper.analyze_in_place(
-        preprocessing_fn,
-        force_tf_compat_v1=False,
-        feature_specs=raw_feature_spec(config),
-        type_specs=specs,
-        transform_output_path=work,
-    )
+    return passes.combine("statistics", combine, inputs, passes.source())
 
 
 def _versions() -> dict[str, str]:
@@ -215,7 +203,7 @@ def _versions() -> dict[str, str]:
 
     return {
         "tanhguard_version": version("tanhguard"),
-        "tensorflow_transform_version": tft.__version__,
+        "tensorflow_transform_version": version("tensorflow-transform"),
     }
 
 
@@ -265,30 +253,39 @@ def run_analyze(
       OutputExistsError: `output` exists and `overwrite` is false.
     """
     started = time.monotonic()
-    thread_count()  # a bad TANHGUARD_THREADS fails here, not in a worker
-    files, fmt, has_rows = resolve_inputs(data, config, fmt)
-    _require_rows(files, has_rows)
-    logger.info("analyzing %d %s file(s) matching %s", len(files), fmt, data)
-    preload_charts()  # for report.html, while the passes run
-    protect = [*files, *protect]
-    with publish_dir(output, overwrite=overwrite, protect=protect) as staging:
-        options = PipelineOptions(list(beam_args))
-        with data_errors_unwrapped(), work_dir(options, staging) as work:
-            _analyze(config, files, fmt, options, work, rows_format)
-        write_raw_metadata(staging, config)
-        logger.info("writing stats.json from the saved graph")
-        _, vector = read_graph_stats(staging)
-        stats = {
-            "format_version": STATS_FORMAT_VERSION,
-            **_versions(),
-            **unpack_stats_vector(config, vector),
-            "data": {"pattern": data, "format": fmt, "files": files},
-            "config": config.to_json_dict(),
-            "elapsed_seconds": round(time.monotonic() - started, 3),
-        }
-        write_stats(staging, stats)
-        write_tfdv_stats(staging, stats)
-        write_report(staging)
+    graph = graph_process.take()  # imports TensorFlow while the passes run
+    try:
+        thread_count()  # a bad TANHGUARD_THREADS fails here, not in a worker
+        spill.spill_enabled()  # and a bad TANHGUARD_SPILL
+        files, fmt, has_rows = resolve_inputs(data, config, fmt)
+        _require_rows(files, has_rows)
+        logger.info("analyzing %d %s file(s) matching %s", len(files), fmt, data)
+        preload_charts()  # for report.html, while the passes run
+        protect = [*files, *protect]
+        with publish_dir(output, overwrite=overwrite, protect=protect) as staging:
+            options = PipelineOptions(list(beam_args))
+            with data_errors_unwrapped(), work_dir(options, staging) as work:
+                vector = _analyze(
+                    config, files, fmt, options, work, staging, rows_format, graph
+                )
+                stats = {
+                    "format_version": STATS_FORMAT_VERSION,
+                    **_versions(),
+                    **unpack_stats_vector(config, vector),
+                    "data": {"pattern": data, "format": fmt, "files": files},
+                    "config": config.to_json_dict(),
+                    "elapsed_seconds": round(time.monotonic() - started, 3),
+                }
+                write_stats(staging, stats)
+                write_tfdv_stats(staging, stats)
+                write_report(staging)
+                if graph is not None:
+                    graph.wait()  # it saved the graph meanwhile
+                    stats["elapsed_seconds"] = round(time.monotonic() - started, 3)
+                    write_stats(staging, stats)
+    finally:
+        if graph is not None:
+            graph.stop()
     return stats
 
 
@@ -298,33 +295,50 @@ def _analyze(
     fmt: str,
     options: PipelineOptions,
     work: str,
+    staging: Path,
     rows_format: str | None,
-) -> None:
+    graph: GraphProcess | None,
+) -> np.ndarray:
     """The analysis passes; the graph (and with `rows_format`, the rows) go
-    into `work`."""
+    into `work`, the raw schema into `staging`. Returns the statistics
+    vector the graph holds; `graph`, if given, may still be saving it."""
     scratch = posixpath.join(work, SCRATCH)
-    passes = _Passes(config, files, fmt, options, scratch)
+    kept = spill.spill_dir(scratch, fmt)
+    passes = _Passes(config, files, fmt, options, scratch, kept)
     slots = plan_slots(config)
     count = 3 if needs_mad(slots) else 2
     logger.info("pass 1 of %d: counts, moments and quantiles", count)
     parameters = first_phase(passes)
     check_finite_data(slots, parameters)  # before any other pass
+    passes = passes.after_first(parameters)
+    source = " (the parsed values kept on disk)" if passes.spilled else ""
     mads = None
     if needs_mad(slots):
-        logger.info("pass 2 of %d: median absolute deviations", count)
+        logger.info("pass 2 of %d: median absolute deviations%s", count, source)
         mads = mad_phase(passes, parameters, slots)
-    logger.info("pass %d of %d: bounds, center and scale", count, count)
+    logger.info("pass %d of %d: bounds, center and scale%s", count, count, source)
     vector = fit_phase(passes, parameters, mads, slots)
-    write_graph(config, parameters, vector, work)
+    spill.remove(passes.spill)
+    logger.info("saving the transform graph")
+    if graph is None:
+        write_graph(config, parameters, vector, work, staging)
+    else:
+        graph.send(config, parameters, vector, work, staging)
     if rows_format is not None:
+        if graph is not None:
+            graph.wait()
+        load_tensorflow()  # quietly, before the transform job imports it
+        from tanhguard.pipeline.transform_job import TransformAndWrite
+
         logger.info("transforming the rows")
-        tf.io.gfile.makedirs(posixpath.join(work, ROWS_DIR))
+        fs.makedirs(posixpath.join(work, ROWS_DIR))
         rows_prefix = posixpath.join(work, ROWS_DIR, "part")
         with beam.Pipeline(options=options) as pipeline:
             rows = pipeline | "Read" >> passes.reader()
             _ = rows | "TransformAndWrite" >> TransformAndWrite(
                 config, work, rows_prefix, rows_format
             )
+    return vector
 
 
 def analyze(

@@ -16,16 +16,19 @@ int64.
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import tensorflow as tf
-from tensorflow_metadata.proto.v0 import schema_pb2
-from tfx_bsl.tfxio import tensor_adapter
 
 from tanhguard.errors import DataError
+from tanhguard.pipeline import files as fs
 from tanhguard.transforms.config import Config
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+    from tfx_bsl.tfxio import tensor_adapter
 
 INT64_MAX = np.iinfo(np.int64).max
 GZIP_MAGIC = b"\x1f\x8b"
@@ -44,7 +47,7 @@ def one_line(message: str, limit: int = MAX_MESSAGE) -> str:
 
 def is_gzip(path: str) -> bool:
     """Whether the file starts with gzip's magic bytes (whatever its name)."""
-    with tf.io.gfile.GFile(path, "rb") as handle:
+    with fs.open_file(path) as handle:
         return handle.read(2) == GZIP_MAGIC
 
 
@@ -71,6 +74,8 @@ def raw_feature_spec(config: Config) -> dict[str, tf.io.VarLenFeature]:
     `column`, else its name), the `tf.Example` key, as the raw metadata and
     the graph's inputs are.
     """
+    import tensorflow as tf  # here: the analysis driver runs without it
+
     return {
         config.source_column(name): tf.io.VarLenFeature(
             tf.int64 if feature.dtype == "int" else tf.float32
@@ -87,6 +92,9 @@ def tensor_adapter_config(config: Config) -> tensor_adapter.TensorAdapterConfig:
     tensors are keyed by source column (the graph's raw inputs, see
     `raw_feature_spec`); each reads the record batch column of its feature.
     """
+    from tensorflow_metadata.proto.v0 import schema_pb2
+    from tfx_bsl.tfxio import tensor_adapter
+
     representations = {
         config.source_column(name): schema_pb2.TensorRepresentation(
             varlen_sparse_tensor=schema_pb2.TensorRepresentation.VarLenSparseTensor(
@@ -276,7 +284,12 @@ def fit_batch(batch: pa.RecordBatch, config: Config) -> np.ndarray:
     inf policy applied (`inf: missing` turns +-Inf into NaN), NaN where a value
     is missing: the values the graph's fit phase sees (it casts them to
     float64, exactly, as the fit phase does per column)."""
-    x = dense_batch(batch, config)[0]
+    return fit_values(dense_batch(batch, config)[0], config)
+
+
+def fit_values(x: np.ndarray, config: Config) -> np.ndarray:
+    """`fit_batch` of the batch whose `dense_batch` values are `x` (changed
+    in place)."""
     to_nan = np.concatenate(
         [
             np.full(feature.size, feature.inf == "missing")

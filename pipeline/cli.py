@@ -33,6 +33,10 @@ TENSORFLOW_COMMANDS = (
     "audit",
     "check",
 )
+# Commands that import TensorFlow only if they need it (`analyze` saves its
+# graph in a process of its own: `graph_process`; it imports it here for a
+# TFRecord input or a `gs://` path, quietly too).
+LAZY_TENSORFLOW_COMMANDS = ("analyze",)
 BEAM_COMMANDS = ("analyze", "run", "transform", "check")
 # Commands that load no Keras model. Importing TensorFlow imports Keras 3's
 # optimizers eagerly (with Keras 3 itself and scikit-learn: about 2 s of a
@@ -298,20 +302,28 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
     """Runs one command; returns its exit status. tanhguard's errors
     propagate to `main`."""
     if args.command in ("analyze", "run"):
-        from tanhguard.pipeline.analyze import run_analyze
-        from tanhguard.transforms.config import load_config
+        from tanhguard.pipeline import graph_process
 
-        config = load_config(args.config)
-        stats = run_analyze(
-            config,
-            args.data,
-            args.output,
-            beam_args,
-            overwrite=args.overwrite,
-            fmt=args.format,
-            rows_format=getattr(args, "output_format", None),
-            protect=[args.config],
-        )
+        # `analyze` has not imported TensorFlow: the graph's process starts
+        # importing it now, while this one imports Beam and runs the passes.
+        graph_process.start_early()
+        try:
+            from tanhguard.pipeline.analyze import run_analyze
+            from tanhguard.transforms.config import load_config
+
+            config = load_config(args.config)
+            stats = run_analyze(
+                config,
+                args.data,
+                args.output,
+                beam_args,
+                overwrite=args.overwrite,
+                fmt=args.format,
+                rows_format=getattr(args, "output_format", None),
+                protect=[args.config],
+            )
+        finally:
+            graph_process.stop_early()
         _print_summary(stats, args.output)
     elif args.command == "transform":
         from tanhguard.pipeline.transform_job import run_transform
@@ -414,7 +426,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Signals are handled from here on: importing TensorFlow takes seconds.
         with handle_termination():
             if not getattr(args, "verbose", False):
-                quiet_third_party(import_tensorflow=args.command in TENSORFLOW_COMMANDS)
+                quiet_third_party(
+                    import_tensorflow=args.command in TENSORFLOW_COMMANDS
+                    and args.command not in LAZY_TENSORFLOW_COMMANDS
+                )
                 # Beam logs a worker's exception before re-raising it: the
                 # error would be printed twice, with a traceback.
                 logging.getLogger("apache_beam").setLevel(logging.CRITICAL)

@@ -25,9 +25,9 @@ from collections.abc import Iterator
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pa_csv
-import tensorflow as tf
 
 from tanhguard.errors import DataError
+from tanhguard.pipeline import files as fs
 from tanhguard.pipeline.batch_layout import (
     GZIP_MAGIC,
     arrow_schema,
@@ -63,9 +63,10 @@ def _mib(size: int) -> str:
 
 
 class _RawFile(io.RawIOBase):
-    """A `tf.io.gfile.GFile` as a Python raw stream (for `io.TextIOWrapper`)."""
+    """An open file (`files.open_file`) as a Python raw stream (for
+    `io.TextIOWrapper`)."""
 
-    def __init__(self, handle: tf.io.gfile.GFile):
+    def __init__(self, handle):
         super().__init__()
         self._handle = handle
 
@@ -80,8 +81,8 @@ class _RawFile(io.RawIOBase):
 
 @contextlib.contextmanager
 def _open_bytes(path: str) -> Iterator[io.BufferedIOBase]:
-    """The file's bytes (any filesystem TF reads), decompressed if gzip."""
-    with tf.io.gfile.GFile(path, "rb") as handle:
+    """The file's bytes (any filesystem `files` reads), decompressed if gzip."""
+    with fs.open_file(path) as handle:
         compressed = handle.read(2) == GZIP_MAGIC
         handle.seek(0)
         raw = io.BufferedReader(_RawFile(handle), _CHUNK)
@@ -381,12 +382,12 @@ def _find_long_row(path: str, limit: int, first_row: int) -> int | None:
 
 
 def _open_for_arrow(path: str):
-    """A local path as Arrow reads it natively; other filesystems via TF. A
-    gzip file is decompressed as a stream."""
+    """A local path as Arrow reads it natively; other filesystems via
+    `files`. A gzip file is decompressed as a stream."""
     compressed = is_gzip(path)
-    if "://" not in path:
+    if fs.is_local(path):
         return pa.input_stream(path, compression="gzip") if compressed else path
-    handle = pa.PythonFile(tf.io.gfile.GFile(path, "rb"), mode="r")
+    handle = pa.PythonFile(fs.open_file(path), mode="r")
     return pa.CompressedInputStream(handle, "gzip") if compressed else handle
 
 

@@ -15,6 +15,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Iterator
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -58,18 +59,38 @@ def quiet_third_party(import_tensorflow: bool) -> None:
     Third-party Python warnings (FutureWarning, DeprecationWarning from
     google-auth, Beam, TFT) are ignored; tanhguard's own warnings are not.
     """
+    global _QUIET
+    _QUIET = True
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     warnings.filterwarnings("ignore", module=r"(?!tanhguard)")
     logging.getLogger("absl").setLevel(logging.ERROR)
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
-    if not import_tensorflow or "tensorflow" in sys.modules:
-        return
+    if import_tensorflow:
+        load_tensorflow()
+
+
+# Whether `quiet_third_party` was called: `load_tensorflow` then captures
+# TensorFlow's start-up lines.
+_QUIET = False
+
+
+def load_tensorflow() -> ModuleType:
+    """`tensorflow`, imported quietly if `quiet_third_party` was called.
+
+    A command that may not need TensorFlow (`analyze` over local CSV or
+    Parquet files) imports it here when it does (a TFRecord input, a
+    `gs://` path), with the same capture of its start-up lines.
+    """
+    if "tensorflow" in sys.modules or not _QUIET:
+        import tensorflow
+
+        return tensorflow
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as captured:
         os.dup2(captured.fileno(), 2)
         try:
-            import tensorflow  # noqa: F401
+            import tensorflow
         except Exception:  # not a signal (KeyboardInterrupt, SystemExit)
             os.dup2(saved, 2)
             captured.seek(0)
@@ -79,6 +100,7 @@ def quiet_third_party(import_tensorflow: bool) -> None:
         finally:
             os.dup2(saved, 2)
             os.close(saved)
+    return tensorflow
 
 
 def counted(path: str, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:

@@ -29,9 +29,9 @@ from collections.abc import Iterator, Sequence
 
 import apache_beam as beam
 import pyarrow as pa
-import tensorflow as tf
 
 from tanhguard.errors import DataError
+from tanhguard.pipeline import files as fs
 from tanhguard.pipeline.batch_layout import GZIP_MAGIC, one_line
 from tanhguard.pipeline.csv_reader import check_header, read_csv_batches
 from tanhguard.pipeline.formats import FORMATS
@@ -95,13 +95,13 @@ def content_format(path: str) -> tuple[str | None, str]:
     cannot tell (an empty or missing file, binary data of no known format).
     """
     try:
-        with tf.io.gfile.GFile(path, "rb") as handle:
+        with fs.open_file(path) as handle:
             head = handle.read(_HEAD)
-    except tf.errors.NotFoundError:
+    except FileNotFoundError:
         return None, "it does not exist"
-    except tf.errors.OpError as error:
+    except OSError as error:
         raise DataError(
-            f"{path}: cannot read the file: {one_line(error.message)}"
+            f"{path}: cannot read the file: {one_line(error.strerror or error)}"
         ) from None
     if head.startswith(GZIP_MAGIC):
         return _kind_of_bytes(_gunzip_head(path, head), compressed=True)
@@ -195,7 +195,7 @@ def _check_regular(path: str) -> None:
 def expand_pattern(pattern: str) -> list[str]:
     """The data files `pattern` names, sorted.
 
-    `pattern` is a file, a glob (`tf.io.gfile.glob`, so `gs://...` too; the
+    `pattern` is a file, a glob (`files.glob`, so `gs://...` too; the
     directories it matches are left out), or a directory: every regular file
     directly in it (not in its subdirectories, nor a device or pipe) but the
     hidden ones, whose names begin with `.` or `_` (`_SUCCESS`,
@@ -208,17 +208,15 @@ def expand_pattern(pattern: str) -> list[str]:
       DataError: Nothing matches, the directory holds no data file, or a
         file named or globbed is not a regular file.
     """
-    if tf.io.gfile.isdir(pattern):
-        names = sorted(tf.io.gfile.listdir(pattern))
+    if fs.isdir(pattern):
+        names = sorted(fs.listdir(pattern))
         files = [
             os.path.join(pattern, name.rstrip("/"))
             for name in names
             if not name.startswith((".", "_"))
         ]
         files = [
-            path
-            for path in files
-            if not tf.io.gfile.isdir(path) and _not_regular(path) is None
+            path for path in files if not fs.isdir(path) and _not_regular(path) is None
         ]
         if not files:
             raise DataError(
@@ -226,8 +224,7 @@ def expand_pattern(pattern: str) -> list[str]:
                 "hidden files, named `.*` or `_*`, and devices or pipes are left out)"
             )
     else:
-        files = sorted(tf.io.gfile.glob(pattern))
-        files = [path for path in files if not tf.io.gfile.isdir(path)]
+        files = [path for path in fs.glob(pattern) if not fs.isdir(path)]
         if not files:
             raise DataError(f"{pattern}: no file matches this path or glob")
     for path in files:

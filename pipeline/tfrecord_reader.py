@@ -15,19 +15,24 @@ from __future__ import annotations
 import re
 import zlib
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
-import tensorflow as tf
 
 from tanhguard.errors import DataError
+from tanhguard.pipeline import files as fs
 from tanhguard.pipeline.batch_layout import (
     conform,
     is_gzip,
     one_line,
     raw_feature_spec,
 )
+from tanhguard.pipeline.progress import load_tensorflow
 from tanhguard.transforms.config import Config
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 TFRECORD_BATCH = 8192
 
@@ -82,6 +87,7 @@ _NOT_AN_EXAMPLE = "it is not a tf.Example protocol buffer"
 
 
 def _tfrecord_dataset(path: str, gzip: bool) -> tf.data.Dataset:
+    tf = load_tensorflow()  # imported by the first reader that needs it
     return tf.data.TFRecordDataset(path, compression_type="GZIP" if gzip else "")
 
 
@@ -95,7 +101,7 @@ def _gunzipped_size(path: str) -> tuple[int, bool]:
     """Decompresses every gzip member of `path` with zlib: the total size and
     whether the last member reached its end marker."""
     size, in_member = 0, False
-    with tf.io.gfile.GFile(path, "rb") as handle:
+    with fs.open_file(path) as handle:
         decompressor = zlib.decompressobj(wbits=31)
         while chunk := handle.read(_GZIP_CHUNK):
             while chunk:
@@ -120,8 +126,8 @@ def _check_gzip_complete(path: str, read_bytes: int, records: int) -> None:
     mismatch (a truncated file, or several members) is decided by
     decompressing the file with zlib.
     """
-    with tf.io.gfile.GFile(path, "rb") as handle:
-        length = handle.size()
+    length = fs.size(path)
+    with fs.open_file(path) as handle:
         if length >= 18:  # a gzip header (10 bytes) and trailer (8 bytes)
             handle.seek(length - 4)
             if int.from_bytes(handle.read(4), "little") == read_bytes % (1 << 32):
@@ -150,7 +156,7 @@ def _check_plain_complete(path: str, read_bytes: int, records: int) -> None:
     """Raises DataError unless the framed records read from the plain
     TFRecord file `path` (`read_bytes`) are the whole file: TF's reader ends
     without an error when the file is cut inside a record's header."""
-    size = tf.io.gfile.stat(path).length
+    size = fs.size(path)
     if size != read_bytes:
         raise DataError(
             f"{_unread(path, records)} (truncated?): the records end at byte "
@@ -169,6 +175,7 @@ def _parsed_batches(path: str, gzip: bool, config: Config) -> tf.data.Dataset:
     """Batches of records parsed by `tf.io.parse_example` in tf.data's own
     threads (so parsing overlaps with the work downstream): per feature, the
     row of every value and the values."""
+    tf = load_tensorflow()
     spec = raw_feature_spec(config)
 
     @tf.autograph.experimental.do_not_convert
@@ -189,6 +196,7 @@ def _parsed_batches(path: str, gzip: bool, config: Config) -> tf.data.Dataset:
 def _parse_problem(record: tf.Tensor, config: Config) -> str | None:
     """Why one serialized record is not a `tf.Example` for the config, or
     None if it parses."""
+    tf = load_tensorflow()
     try:
         tf.io.parse_example(record[tf.newaxis], raw_feature_spec(config))
     except tf.errors.InvalidArgumentError as error:
@@ -203,6 +211,7 @@ def _locate_bad_record(
 ) -> tuple[int, str] | None:
     """The number (from 1) of the first record from `first` on that does not
     parse, and why, looking one record at a time; None if none is found."""
+    tf = load_tensorflow()
     records = _tfrecord_dataset(path, gzip).skip(first - 1).take(TFRECORD_BATCH)
     try:
         for offset, record in enumerate(records):
@@ -222,6 +231,7 @@ def read_tfrecord_batches(path: str, config: Config) -> Iterator[pa.RecordBatch]
         type or length, or the file is truncated or corrupt; the message names
         the file (and the records, when known).
     """
+    tf = load_tensorflow()
     first, read_bytes = 1, 0
     gzip = is_gzip(path)
     batches = iter(_parsed_batches(path, gzip, config))
@@ -275,6 +285,7 @@ def check_tfrecord(path: str, config: Config) -> bool:
         not empty (truncated), or its first record is not a `tf.Example` for
         the config.
     """
+    tf = load_tensorflow()
     gzip = is_gzip(path)
     try:
         first = next(iter(_tfrecord_dataset(path, gzip).take(1)), None)

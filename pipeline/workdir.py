@@ -6,8 +6,9 @@ local runners the workers write straight into it. A runner whose workers run
 elsewhere (Dataflow, a Flink or Spark cluster) cannot reach a local path, so
 with Beam's `--temp_location` (for example `gs://bucket/tmp`) every file the
 workers write goes to a fresh directory under it, read there through
-`tf.io.gfile`, and is copied into the local output when the job is done. The
-directory under `--temp_location` is removed afterwards, on failure too.
+`files` (`tf.io.gfile` for such a path), and is copied into the local
+output when the job is done. The directory under `--temp_location` is
+removed afterwards, on failure too.
 
 A job's small results (an analysis pass's vector, the row count) reach the
 driver the same way: `SaveGlobally` writes them into the work directory and
@@ -25,8 +26,9 @@ from pathlib import Path
 
 import apache_beam as beam
 import numpy as np
-import tensorflow as tf
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
+
+from tanhguard.pipeline import files as fs
 
 # Scratch space inside a work directory: the analysis passes' results, TFT's
 # temporary files, the row count. Never copied into the output.
@@ -48,31 +50,27 @@ def work_dir(options: PipelineOptions, staging: Path) -> Iterator[str]:
         shutil.rmtree(staging / SCRATCH, ignore_errors=True)
         return
     work = posixpath.join(temp_location, f"tanhguard-{uuid.uuid4().hex}")
-    tf.io.gfile.makedirs(work)
+    fs.makedirs(work)
     try:
         yield work
         copy_tree(work, staging, skip=(SCRATCH,))
     finally:
-        if tf.io.gfile.exists(work):
-            tf.io.gfile.rmtree(work)
+        if fs.exists(work):
+            fs.rmtree(work)
 
 
 def copy_tree(source: str, target: str | Path, skip: tuple[str, ...] = ()) -> None:
     """Copies the files under `source` into `target` (either side local or
-    any filesystem `tf.io.gfile` knows), leaving out the top-level `skip`."""
+    any filesystem `files` knows), leaving out the top-level `skip`."""
     source = source.rstrip("/")
-    for directory, _, files in tf.io.gfile.walk(source):
+    for directory, _, names in fs.walk(source):
         relative = directory[len(source) :].strip("/")
         if relative.split("/")[0] in skip:
             continue
         destination = posixpath.join(str(target), relative)
-        tf.io.gfile.makedirs(destination)
-        for name in files:
-            tf.io.gfile.copy(
-                posixpath.join(directory, name),
-                posixpath.join(destination, name),
-                overwrite=True,
-            )
+        fs.makedirs(destination)
+        for name in names:
+            fs.copy(posixpath.join(directory, name), posixpath.join(destination, name))
 
 
 class SaveGlobally(beam.PTransform):
@@ -88,7 +86,7 @@ class SaveGlobally(beam.PTransform):
         path = self._path
 
         def save(value) -> None:
-            with tf.io.gfile.GFile(path, "wb") as handle:
+            with fs.open_file(path, "wb") as handle:
                 np.save(handle, np.asarray(value))
 
         return (
@@ -100,5 +98,5 @@ class SaveGlobally(beam.PTransform):
 
 def load_saved(path: str) -> np.ndarray:
     """What `SaveGlobally` saved at `path`, once its pipeline has run."""
-    with tf.io.gfile.GFile(path, "rb") as handle:
+    with fs.open_file(path) as handle:
         return np.load(handle)

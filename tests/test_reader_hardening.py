@@ -787,3 +787,13 @@ def test_directory_without_data_files_is_an_error(tmp_path, hidden):
         write(tmp_path / "empty", name, b"")
     (tmp_path / "empty" / "sub").mkdir()
     fails(tmp_path / "empty", r"empty: the directory holds no data file")
+
+
+def test_a_local_glob_matches_as_pythons_glob_does(tmp_path):
+    """`*` does not match a leading `.` (a checksum file beside its data, as a
+    shell glob); a pattern naming the dot does."""
+    folder = spark_output(tmp_path)
+    files = expand_pattern(str(folder / "*.parquet"))
+    assert [os.path.basename(path) for path in files] == ["part-00000.parquet"]
+    dotted = expand_pattern(str(folder / ".*.crc"))
+    assert [os.path.basename(path) for path in dotted] == [".part-00000.parquet.crc"]

@@ -54,7 +54,7 @@ def fit_phase_analyzer(
       slots: `plan_slots(config)`.
       mads: Optional MAD per slot (NaN where the clip is not `mad`).
       output_bounds: Each slot's output bound as the graph applies it
-        (`mappers.float32_bound`); without it the histogram fields are NaN.
+        (`slots.float32_bound`); without it the histogram fields are NaN.
     """
     (vector,) = tft.experimental.ptransform_analyzer(
         [x, tf.reshape(parameters, [1, -1])],

@@ -299,7 +299,7 @@ def fit(
 
     The histogram fields come from `histograms` (see `fit_part`) and
     each slot's output bound as the graph applies it (`output_bounds`, the
-    float32 value `mappers.float32_bound` gives); without them they are NaN.
+    float32 value `slots.float32_bound` gives); without them they are NaN.
 
     Raises:
       NoFiniteValuesError: see `check_finite_data`.

@@ -45,6 +45,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import tensorflow as tf
 
+from tanhguard.transforms.slots import float32_bound
+
 INDICATORS = ("missing", "clipped")
 
 
@@ -195,18 +197,6 @@ def log_transform(values: tf.Tensor) -> tf.Tensor:
     """`sign(x) * log1p(|x|)`: the `log_zscore` scaler's `g`; finite for finite
     `x` (at most about 88.7 in magnitude for float32 inputs)."""
     return tf.math.sign(values) * tf.math.log1p(tf.math.abs(values))
-
-
-def float32_bound(bound: float) -> np.float32:
-    """The largest float32 not above `bound` (> 0, at most float32 max).
-
-    `np.float32(0.1)` is 0.10000000149: clipping to it would let outputs
-    exceed an `output_bound` of 0.1 as written.
-    """
-    rounded = np.float32(bound)
-    if float(rounded) > bound:
-        rounded = np.nextafter(rounded, np.float32(0))
-    return rounded
 
 
 def apply_inf_policy(x: tf.Tensor, policy: str) -> tf.Tensor:

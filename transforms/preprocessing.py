@@ -52,7 +52,6 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from tanhguard.transforms.analyzers import first_phase_analyzer, fit_phase_analyzer
 from tanhguard.transforms.config import Config, FeatureConfig
 from tanhguard.transforms.layout import field_slice
 from tanhguard.transforms.mappers import (
@@ -60,10 +59,9 @@ from tanhguard.transforms.mappers import (
     apply_inf_policy,
     column_parameters,
     densify_all,
-    float32_bound,
     guard_columns,
 )
-from tanhguard.transforms.slots import plan_slots, total_slots
+from tanhguard.transforms.slots import plan_slots, slot_output_bounds, total_slots
 
 FitPhaseAnalyzer = Callable[..., tf.Tensor]
 """Runs the fit phase (`tanhguard.transforms.fit_phase`).
@@ -171,17 +169,6 @@ def _columns(dense: Densified, feature: FeatureConfig) -> list[tf.Tensor]:
     return tf.unstack(dense.x, num=feature.size, axis=1)
 
 
-def slot_output_bounds(config: Config) -> np.ndarray:
-    """Each slot's output bound as the graph applies it (float32, rounded
-    down): the fit phase maps the output histograms into it."""
-    return np.array(
-        [
-            float(float32_bound(config.features[slot.feature].output_bound))
-            for slot in plan_slots(config)
-        ]
-    )
-
-
 def build_preprocessing_fn(
     config: Config,
     fit_phase: FitPhaseAnalyzer | None = None,
@@ -219,6 +206,13 @@ def build_preprocessing_fn(
             name: apply_inf_policy(dense[name].x, feature.inf)
             for name, feature in config.features.items()
         }
+        if parameters is None or fit_phase is None:
+            # Only TFT's analysis needs the analyzers (and Beam, which they
+            # import): a graph saved with constants does not.
+            from tanhguard.transforms.analyzers import (
+                first_phase_analyzer,
+                fit_phase_analyzer,
+            )
         if parameters is None:
             phase0 = first_phase_analyzer(*_side_by_side(config, dense), config)
         else:

@@ -70,3 +70,27 @@ def spread_over_columns(
     for index, slot in enumerate(slots):
         spread[list(slot.columns)] = values[index]
     return spread
+
+
+def float32_bound(bound: float) -> np.float32:
+    """The largest float32 not above `bound` (> 0, at most float32 max).
+
+    `np.float32(0.1)` is 0.10000000149: clipping to it would let outputs
+    exceed an `output_bound` of 0.1 as written.
+    """
+    rounded = np.float32(bound)
+    if float(rounded) > bound:
+        rounded = np.nextafter(rounded, np.float32(0))
+    return rounded
+
+
+def slot_output_bounds(config: Config) -> np.ndarray:
+    """Each slot's output bound as the graph applies it (float32, rounded
+    down, `float32_bound`): the fit phase maps the output histograms into
+    it."""
+    return np.array(
+        [
+            float(float32_bound(config.features[slot.feature].output_bound))
+            for slot in plan_slots(config)
+        ]
+    )

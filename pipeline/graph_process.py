@@ -1,0 +1,249 @@
+"""Saving the transform graph, in a process of its own while the passes run.
+
+The graph needs nothing from the data but the statistics vector, and
+importing TensorFlow and TFT takes 2-3 s (most of `tanhguard analyze` on a
+small file). So the command starts a child Python process first
+(`start_early`): the child imports TensorFlow, TFT and the graph code while
+the driver, which does not import TensorFlow for local CSV and Parquet files
+(`files`), runs the passes. Then the driver sends the statistics
+(`GraphProcess.send`); the child traces and saves `transform_fn/`,
+`transformed_metadata/` and `metadata/` and exits, while the driver writes
+stats.json and report.html, then waits for it (`GraphProcess.wait`). On a
+machine with a free core, the import costs no wall time. Python threads
+cannot do this: the import holds the interpreter lock most of its time, and
+on a thread it and the passes took as long as one after the other.
+
+When TensorFlow is already imported (a Python session that imported it, a
+TFRecord input, `tanhguard run`, which transforms the rows), the driver
+saves the graph itself (`write_graph`): a child would only repeat the
+import.
+
+The child's stderr goes to a temporary file, shown only when it fails (and
+straight through with `--verbose`). A child that finds its stdin closed
+before the statistics arrive (the driver failed or was stopped) exits
+without writing anything, and the driver stops it on the way out in any
+case: it never outlives the command.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+from tanhguard.errors import OutputError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from tanhguard.transforms.config import Config
+
+logger = logging.getLogger(__name__)
+
+# Seconds the driver waits for a child it stops (SIGTERM, then SIGKILL).
+_STOP_SECONDS = 5.0
+
+
+def write_graph(
+    config: Config,
+    parameters: np.ndarray,
+    vector: np.ndarray,
+    work: str,
+    staging: str | Path,
+) -> None:
+    """Saves the transform graph, `transform_fn/` and `transformed_metadata/`,
+    into `work`, with every analysis result as a constant, and the raw
+    schema, `metadata/`, into `staging` (in this process).
+
+    The preprocessing_fn then has no analyzers, and TFT's own route for such
+    a function (`impl_helper.analyze_in_place`, the one TFX's Transform
+    component takes for it) traces and saves it without a Beam job. The
+    graph is the one `analyze.AnalyzeFeatures` gives for the same statistics:
+    the vector is captured under `STATS_VECTOR_NAME` either way.
+    """
+    import tensorflow as tf
+    from tensorflow_transform import impl_helper
+    from tfx_bsl.tfxio.tensor_adapter import TensorAdapter
+
+    from tanhguard.pipeline.artifacts import write_raw_metadata
+    from tanhguard.pipeline.batch_layout import raw_feature_spec, tensor_adapter_config
+    from tanhguard.transforms.preprocessing import build_preprocessing_fn
+
+    statistics = tf.constant(vector, dtype=tf.float64)
+
+    def constant_fit(*_args, **_kwargs) -> tf.Tensor:
+        return statistics
+
+    preprocessing_fn = build_preprocessing_fn(
+        config, fit_phase=constant_fit, parameters=parameters
+    )
+    specs = TensorAdapter(tensor_adapter_config(config)).OriginalTypeSpecs()
+    impl_helper.analyze_in_place(
+        preprocessing_fn,
+        force_tf_compat_v1=False,
+        feature_specs=raw_feature_spec(config),
+        type_specs=specs,
+        transform_output_path=work,
+    )
+    write_raw_metadata(staging, config)
+
+
+class GraphProcess:
+    """A child process that saves the graph once it has the statistics."""
+
+    def __init__(self) -> None:
+        passthrough = logging.getLogger("tanhguard").isEnabledFor(logging.DEBUG)
+        self._stderr: IO[bytes] | None = (
+            None if passthrough else tempfile.TemporaryFile()  # noqa: SIM115 - see stop
+        )
+        env = dict(os.environ)
+        # The child loads no Keras model: skip Keras 3's import (see the
+        # command line's KERAS_FREE_COMMANDS); TFT would set it anyway.
+        env.setdefault("TF_USE_LEGACY_KERAS", "1")
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", __name__],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=self._stderr,
+            env=env,
+        )
+
+    def send(
+        self,
+        config: Config,
+        parameters: np.ndarray,
+        vector: np.ndarray,
+        work: str,
+        staging: str | Path,
+    ) -> None:
+        """Hands the child what `write_graph` takes; it saves the graph while
+        this process goes on. `wait` for it before using the graph."""
+        request = {
+            "config": config,
+            "parameters": parameters,
+            "vector": vector,
+            "work": work,
+            "staging": str(staging),
+        }
+        stdin = self._process.stdin
+        assert stdin is not None
+        try:
+            stdin.write(pickle.dumps(request, protocol=pickle.HIGHEST_PROTOCOL))
+            stdin.close()
+        except BrokenPipeError:  # it has died: `wait` tells why
+            pass
+
+    def wait(self) -> None:
+        """Returns when the child has saved the graph.
+
+        Raises:
+          OutputError: the child failed (the last line of its stderr, its
+            exception, is quoted).
+        """
+        status = self._process.wait()
+        if status != 0:
+            raise OutputError(f"saving the transform graph failed: {self._why(status)}")
+
+    def _why(self, status: int) -> str:
+        if status < 0:
+            return f"its process was stopped by signal {-status}"
+        lines: list[str] = []
+        if self._stderr is not None:
+            self._stderr.seek(0)
+            text = self._stderr.read().decode("utf-8", "replace")
+            logger.debug("the graph process's stderr:\n%s", text)
+            lines = [line.strip() for line in text.splitlines() if line.strip()]
+        return lines[-1] if lines else f"exit status {status}"
+
+    def stop(self) -> None:
+        """Ends the child if it still runs (the driver is leaving)."""
+        process = self._process
+        if process.stdin is not None and not process.stdin.closed:
+            with contextlib.suppress(BrokenPipeError):
+                process.stdin.close()
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(_STOP_SECONDS)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if self._stderr is not None:
+            self._stderr.close()
+
+
+_early: list[GraphProcess] = []
+
+
+def start_early() -> None:
+    """Starts the graph process now, for the next `take` (the command line
+    calls this before importing the analysis job, whose Beam import then
+    overlaps TensorFlow's too). Does nothing if TensorFlow is imported."""
+    if "tensorflow" not in sys.modules and not _early:
+        _early.append(GraphProcess())
+
+
+def stop_early() -> None:
+    """Stops a graph process `start_early` started that nothing took (the
+    command failed before the analysis began)."""
+    while _early:
+        _early.pop().stop()
+
+
+def take() -> GraphProcess | None:
+    """The graph process `start_early` started, or a new one; None when this
+    process has imported TensorFlow (it then saves the graph itself)."""
+    if _early:
+        return _early.pop()
+    if "tensorflow" in sys.modules:
+        return None
+    return GraphProcess()
+
+
+def _child() -> int:
+    """The child: import, wait for the statistics, save the graph."""
+    try:
+        # What `write_graph` imports, while the driver runs the passes.
+        from tensorflow_transform import impl_helper  # noqa: F401
+        from tensorflow_transform.tf_metadata import metadata_io  # noqa: F401
+        from tfx_bsl.tfxio import tensor_adapter  # noqa: F401
+
+        from tanhguard.transforms import preprocessing  # noqa: F401
+
+        request = pickle.load(sys.stdin.buffer)
+    except EOFError:  # the driver stopped before it had the statistics
+        return 0
+    write_graph(
+        request["config"],
+        request["parameters"],
+        request["vector"],
+        request["work"],
+        request["staging"],
+    )
+    return 0
+
+
+def _main() -> None:
+    try:
+        status = _child()
+    except KeyboardInterrupt:  # Ctrl-C reaches the whole process group
+        status = 130
+    except BaseException:  # the driver quotes the last lines
+        traceback.print_exc()
+        status = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # The files are closed; TensorFlow's teardown would add 1-3 s that the
+    # driver waits for.
+    os._exit(status)
+
+
+if __name__ == "__main__":
+    _main()

@@ -1,0 +1,107 @@
+"""`tanhguard analyze` saves its graph in a process of its own
+(`pipeline/graph_process.py`): the artifacts are the ones the in-process
+route writes, and a failure there is one line with nothing written."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow_transform as tft
+from graph_oracle import apply_graph
+
+from tanhguard.pipeline.analyze import run_analyze
+from tanhguard.transforms.config import load_config
+
+CONFIG = """\
+features:
+  heavy: {}
+  count: {dtype: int}
+  vec: {shape: [2], clip: {strategy: fixed, lower: -3, upper: 3}, indicators: [missing]}
+  logged: {scale: log_zscore, clip: {strategy: mad, k: 4}}
+"""
+
+
+@pytest.fixture(scope="module")
+def job(tmp_path_factory):
+    root = tmp_path_factory.mktemp("graph_process")
+    rng = np.random.default_rng(3)
+    rows = 2000
+    lines = ["heavy,count,vec_0,vec_1,logged"]
+    for row in range(rows):
+        heavy = "" if row % 37 == 0 else repr(float(rng.standard_cauchy() * 50))
+        if row % 101 == 5:
+            heavy = "inf"
+        vec = "" if row % 53 == 0 else repr(float(rng.normal()))
+        lines.append(
+            f"{heavy},{int(rng.integers(0, 9))},{vec},{rng.normal(5, 2)!r},"
+            f"{rng.lognormal(3, 2)!r}"
+        )
+    (root / "d.csv").write_text("\n".join(lines) + "\n")
+    (root / "c.yaml").write_text(CONFIG)
+    return root
+
+
+def _analyze_command(root, output, env=None):
+    return subprocess.run(
+        [sys.executable, "-m", "tanhguard.pipeline.cli", "analyze", "--config",
+         "c.yaml", "--data", "d.csv", "--output", output],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )  # fmt: skip
+
+
+def _numbers(stats: dict) -> dict:
+    return {k: v for k, v in stats.items() if k not in ("elapsed_seconds", "data")}
+
+
+def test_the_graph_process_writes_what_the_in_process_route_writes(job):
+    done = _analyze_command(job, "child")
+    assert done.returncode == 0, done.stderr
+    # This process has imported TensorFlow: run_analyze saves the graph itself.
+    run_analyze(load_config(job / "c.yaml"), str(job / "d.csv"), job / "here")
+    child = json.loads((job / "child" / "stats.json").read_text())
+    here = json.loads((job / "here" / "stats.json").read_text())
+    assert _numbers(child) == _numbers(here)
+    assert sorted(os.listdir(job / "child")) == sorted(os.listdir(job / "here"))
+    raw = {
+        "heavy": np.array([np.nan, np.inf, -1e30, 3.0, 1e6], np.float32),
+        "count": np.array([0, 4, 9, -5, 2**40], np.int64),
+        "vec": np.array(
+            [[np.nan, 1], [0, np.inf], [-np.inf, 1e9], [2, 2], [5, -5]], np.float32
+        ),
+        "logged": np.array([np.nan, 0.0, 1e-30, 1e30, 20.0], np.float32),
+    }
+    out_child = apply_graph(job / "child", raw)
+    out_here = apply_graph(job / "here", raw)
+    assert sorted(out_child) == sorted(out_here)
+    for name, values in out_child.items():
+        np.testing.assert_array_equal(values, out_here[name], err_msg=name)
+    # The raw schema the child wrote is the one TFT reads back.
+    raw_spec = tft.TFTransformOutput(str(job / "child")).raw_feature_spec()
+    assert sorted(raw_spec) == ["count", "heavy", "logged", "vec"]
+
+
+def test_a_failing_graph_process_is_one_line_and_nothing_written(job, tmp_path):
+    """The driver does not import TFT; the graph process does, and here a
+    broken one: the command reports the child's error in one line."""
+    broken = tmp_path / "broken"
+    (broken / "tensorflow_transform").mkdir(parents=True)
+    (broken / "tensorflow_transform" / "__init__.py").write_text(
+        "raise ImportError('tensorflow_transform is broken here')\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(broken))
+    done = _analyze_command(job, "failed", env=env)
+    assert done.returncode == 1, done.stderr
+    errors = [line for line in done.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1, done.stderr
+    assert errors[0].startswith(
+        "tanhguard: error: saving the transform graph failed: "
+    ), errors
+    assert "tensorflow_transform is broken here" in errors[0]
+    assert not (job / "failed").exists()
