@@ -99,6 +99,8 @@ class GraphProcess:
     """A child process that saves the graph once it has the statistics."""
 
     def __init__(self) -> None:
+        if not sys.executable:
+            raise OSError("sys.executable is empty")
         passthrough = logging.getLogger("tanhguard").isEnabledFor(logging.DEBUG)
         self._stderr: IO[bytes] | None = (
             None if passthrough else tempfile.TemporaryFile()  # noqa: SIM115 - see stop
@@ -107,6 +109,11 @@ class GraphProcess:
         # The child loads no Keras model: skip Keras 3's import (see the
         # command line's KERAS_FREE_COMMANDS); TFT would set it anyway.
         env.setdefault("TF_USE_LEGACY_KERAS", "1")
+        # The modules this process imports, wherever it found them (a script
+        # may have extended sys.path), as multiprocessing's spawn does.
+        env["PYTHONPATH"] = os.pathsep.join(
+            os.path.abspath(entry or os.curdir) for entry in sys.path
+        )
         self._process = subprocess.Popen(
             [sys.executable, "-m", __name__],
             stdin=subprocess.PIPE,
@@ -182,12 +189,22 @@ class GraphProcess:
 _early: list[GraphProcess] = []
 
 
+def _start() -> GraphProcess | None:
+    try:
+        return GraphProcess()
+    except OSError as error:  # no usable interpreter to start
+        logger.debug("saving the graph in this process: %s", error)
+        return None
+
+
 def start_early() -> None:
     """Starts the graph process now, for the next `take` (the command line
     calls this before importing the analysis job, whose Beam import then
     overlaps TensorFlow's too). Does nothing if TensorFlow is imported."""
     if "tensorflow" not in sys.modules and not _early:
-        _early.append(GraphProcess())
+        started = _start()
+        if started is not None:
+            _early.append(started)
 
 
 def stop_early() -> None:
@@ -204,7 +221,7 @@ def take() -> GraphProcess | None:
         return _early.pop()
     if "tensorflow" in sys.modules:
         return None
-    return GraphProcess()
+    return _start()
 
 
 def _child() -> int:

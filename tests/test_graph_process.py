@@ -87,16 +87,33 @@ def test_the_graph_process_writes_what_the_in_process_route_writes(job):
     assert sorted(raw_spec) == ["count", "heavy", "logged", "vec"]
 
 
-def test_a_failing_graph_process_is_one_line_and_nothing_written(job, tmp_path):
+@pytest.mark.parametrize("path_from", ["PYTHONPATH", "sys.path"])
+def test_a_failing_graph_process_is_one_line_and_nothing_written(
+    job, tmp_path, path_from
+):
     """The driver does not import TFT; the graph process does, and here a
-    broken one: the command reports the child's error in one line."""
+    broken one, found where the driver would find it (a script that extends
+    sys.path reaches the child too): the command reports the child's error
+    in one line."""
     broken = tmp_path / "broken"
     (broken / "tensorflow_transform").mkdir(parents=True)
     (broken / "tensorflow_transform" / "__init__.py").write_text(
         "raise ImportError('tensorflow_transform is broken here')\n"
     )
-    env = dict(os.environ, PYTHONPATH=str(broken))
-    done = _analyze_command(job, "failed", env=env)
+    if path_from == "PYTHONPATH":
+        env = dict(os.environ, PYTHONPATH=str(broken))
+        done = _analyze_command(job, "failed", env=env)
+    else:
+        script = (
+            f"import sys; sys.path.insert(0, {str(broken)!r})\n"
+            "from tanhguard.pipeline.cli import main\n"
+            "sys.exit(main(sys.argv[1:]))\n"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", script, "analyze", "--config", "c.yaml",
+             "--data", "d.csv", "--output", "failed"],
+            cwd=job, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
     assert done.returncode == 1, done.stderr
     errors = [line for line in done.stderr.splitlines() if "error" in line]
     assert len(errors) == 1, done.stderr
