@@ -63,32 +63,37 @@ def model_matrix(outputs: Mapping[str, tf.Tensor], config: Config) -> tf.Tensor:
     return tf.concat(columns, axis=1)
 
 
-def _dense_to_sparse(values: tf.Tensor) -> tf.SparseTensor:
-    """`[batch, size]` -> a SparseTensor with every value present."""
-    indices = tf.where(tf.ones_like(values, dtype=tf.bool))
-    return tf.SparseTensor(
-        indices, tf.reshape(values, [-1]), tf.shape(values, out_type=tf.int64)
-    )
+def _full_indices(shape: tf.Tensor) -> tf.Tensor:
+    """int64 `[batch * size, 2]`: every position of a `shape` `[batch, size]`
+    tensor, row-major (`tf.where` over ones writes them faster than
+    TensorFlow's range, broadcasting or division ops compute them)."""
+    return tf.where(tf.ones(shape, tf.bool))
 
 
-def _int_feature(value: tf.Tensor) -> tf.SparseTensor:
-    """`[batch, size]` numbers -> an `int` feature's int64 SparseTensor.
+def _int_feature(value: tf.Tensor) -> tf.Tensor | tf.SparseTensor:
+    """Numbers -> an `int` feature's int64 values.
 
-    Integers are kept (uint64 beyond int64 becomes its max). Floats (pandas
-    stores an int column with gaps as float64) are rounded, NaN is missing,
-    and the rest is clamped to the int64 range before the cast: +Inf and 1e30
-    become the largest int64-representable value (then the clip's `upper`),
-    -Inf the lowest.
+    Integers are kept (uint64 beyond int64 becomes its max): the values as
+    they are, every one present. Floats (pandas stores an int column with
+    gaps as float64), `[batch, size]`, are rounded, NaN is missing, and the
+    rest is clamped to the int64 range before the cast: +Inf and 1e30 become
+    the largest int64-representable value (then the clip's `upper`), -Inf
+    the lowest; a SparseTensor of the values present.
     """
     if value.dtype.is_integer:
         if value.dtype == tf.uint64:
             value = tf.minimum(value, tf.constant(_INT64_MAX, tf.uint64))
-        return _dense_to_sparse(tf.cast(value, tf.int64))
+        return tf.cast(value, tf.int64)
     wide = tf.cast(value, tf.float64)
     indices = tf.where(~tf.math.is_nan(wide))
     present = tf.round(tf.gather_nd(wide, indices))
     values = tf.cast(tf.clip_by_value(present, _INT64_LOWEST, _INT64_HIGHEST), tf.int64)
     return tf.SparseTensor(indices, values, tf.shape(value, out_type=tf.int64))
+
+
+def _wanted(feature) -> str:
+    """The shape a feature's raw values take, as messages name it."""
+    return f"[batch, {feature.size}]" if feature.is_vector else "[batch]"
 
 
 class Preprocessor(tf.Module):
@@ -143,9 +148,14 @@ class Preprocessor(tf.Module):
         Every feature must have the same batch size (the first given
         feature's) and its shape: `[batch]` (or `[batch, 1]`) for a scalar,
         `[batch, d]` for a vector. Eager calls check the shapes here; in a
-        graph (the SavedModel's `transform_features` signature) assertions
-        check the batch sizes and `d` when it runs, with an
-        `InvalidArgumentError` that names the feature.
+        graph (the SavedModel's `transform_features` signature) one assertion
+        checks each feature's rows and number of values when it runs, with an
+        `InvalidArgumentError` that names the first feature in error.
+
+        A given feature's values are all present (but NaN in an `int` one
+        given as floats): the features of one size share their indices (all
+        `[batch, size]` positions, row-major) and dense shape, a few ops
+        whatever the number of features.
 
         Raises:
           ExportError: an unknown feature name, a wrong shape or batch size,
@@ -160,8 +170,6 @@ class Preprocessor(tf.Module):
         if not raw:
             raise ExportError("no raw features given")
         dense: dict[str, tf.Tensor] = {}
-        checks: list[Any] = []
-        first: tuple[str, tf.Tensor] | None = None
         for name, value in raw.items():
             feature = self.config.features[name]
             value = tf.convert_to_tensor(value)
@@ -170,7 +178,6 @@ class Preprocessor(tf.Module):
                     f"feature `{name}`: values must be numbers. Received: "
                     f"dtype {value.dtype.name}"
                 )
-            wanted = f"[batch, {feature.size}]" if feature.is_vector else "[batch]"
             rank = value.shape.rank
             expected = (1, 2) if not feature.is_vector else (2,)
             last = value.shape[-1] if rank else None
@@ -178,54 +185,71 @@ class Preprocessor(tf.Module):
                 rank == 2 and last is not None and last != feature.size
             ):
                 raise ExportError(
-                    f"feature `{name}`: expected shape {wanted}. "
+                    f"feature `{name}`: expected shape {_wanted(feature)}. "
                     f"Received: {value.shape.as_list() if rank else value.shape}"
                 )
-            if rank == 2 and not tf.executing_eagerly():
-                # A loaded signature does not hold its inputs to their
-                # declared `[None, d]`: checked when the graph runs, too.
-                checks.append(
-                    tf.debugging.assert_equal(
-                        tf.shape(value)[1],
-                        feature.size,
-                        message=f"feature `{name}`: expected shape {wanted}",
-                    )
-                )
-            if first is None:
-                first = (name, value)
-            else:
-                checks += self._same_batch(name, value, *first)
+            if dense:
+                self._same_batch(name, value, *next(iter(dense.items())))
             dense[name] = value
+        batch = tf.shape(next(iter(dense.values())), out_type=tf.int64)[0]
+        checks = [] if tf.executing_eagerly() else [self._shape_check(dense, batch)]
+        converted, rounded = {}, set()
+        for name, value in dense.items():
+            if self.config.features[name].dtype != "int":
+                value = tf.cast(value, tf.float32)
+            elif value.dtype.is_integer:
+                value = _int_feature(value)
+            else:  # rounded, NaN missing: a SparseTensor of its own
+                rounded.add(name)
+            converted[name] = value
+        shapes: dict[int, tf.Tensor] = {}
+        columns: dict[str, tf.Tensor] = {}
+        # Made here, so that each reshape below holds the control dependency
+        # itself (an op made in the block does not when an input does).
+        widths = {
+            name: tf.constant([-1, self.config.features[name].size])
+            for name in converted
+        }
         with tf.control_dependencies(checks):
-            dense = {
-                name: tf.reshape(value, [-1, self.config.features[name].size])
-                for name, value in dense.items()
-            }
-        batch = tf.shape(next(iter(dense.values())))[0]
+            # Checked before anything reads them. Through `[batch, size]`: a
+            # loaded signature's `[None]` input may hold `[batch, 1]` when
+            # the graph runs, and TensorFlow's graph optimizer drops a
+            # reshape to `[-1]` of a tensor declared `[None]` (not one with
+            # a control dependency to `[batch, 1]`, nor the one after).
+            for name, feature in self.config.features.items():
+                if feature.size not in shapes:
+                    shapes[feature.size] = tf.stack(
+                        [batch, tf.constant(feature.size, tf.int64)]
+                    )
+                if name in converted:
+                    columns[name] = tf.reshape(converted[name], widths[name])
+        indices: dict[int, tf.Tensor] = {}
         # The graph's inputs are keyed by source column (`Config.source_column`).
         sparse = {}
         for name, feature in self.config.features.items():
             key = self.config.source_column(name)
-            if name not in dense:
+            shape = shapes[feature.size]
+            if name not in columns:
                 dtype = tf.int64 if feature.dtype == "int" else tf.float32
                 sparse[key] = tf.SparseTensor(
-                    tf.zeros([0, 2], tf.int64),
-                    tf.zeros([0], dtype),
-                    tf.cast(tf.stack([batch, feature.size]), tf.int64),
+                    tf.zeros([0, 2], tf.int64), tf.zeros([0], dtype), shape
                 )
-            elif feature.dtype == "int":
-                sparse[key] = _int_feature(dense[name])
+            elif name in rounded:
+                sparse[key] = _int_feature(columns[name])
             else:
-                sparse[key] = _dense_to_sparse(tf.cast(dense[name], tf.float32))
+                if feature.size not in indices:
+                    indices[feature.size] = _full_indices(shape)
+                sparse[key] = tf.SparseTensor(
+                    indices[feature.size], tf.reshape(columns[name], [-1]), shape
+                )
         return sparse
 
     @staticmethod
     def _same_batch(
         name: str, value: tf.Tensor, first_name: str, first: tf.Tensor
-    ) -> list[Any]:
-        """Checks that `value` has `first`'s batch size: now if both are
-        known (`ExportError` if not), and in a graph also when it runs (the
-        assertion returned, whose error names the feature)."""
+    ) -> None:
+        """Raises `ExportError` if `value`'s and `first`'s batch sizes are both
+        known and differ."""
         rows, first_rows = value.shape[0], first.shape[0]
         if rows is not None and first_rows is not None and rows != first_rows:
             raise ExportError(
@@ -233,21 +257,44 @@ class Preprocessor(tf.Module):
                 f"`{first_name}` has {first_rows}; every feature needs one "
                 "value (or vector) per row"
             )
-        if tf.executing_eagerly():
-            return []
-        # In a graph, also when the graph runs: a loaded signature's inputs
-        # may have any batch size whatever their declared shapes.
-        return [
-            tf.debugging.assert_equal(
-                tf.shape(value)[0],
-                tf.shape(first)[0],
-                message=(
+
+    def _shape_check(
+        self, dense: Mapping[str, tf.Tensor], batch: tf.Tensor
+    ) -> tf.Operation:
+        """One assertion, when the graph runs, that each feature has `batch`
+        rows (the first feature's) and `batch * size` values.
+
+        A loaded signature does not hold its inputs to their declared shapes
+        (`[None]`, `[None, d]`): unchecked, a `[batch, d + 1]` vector or a
+        `[batch, 2]` scalar would flatten into more rows. The assertion's
+        `InvalidArgumentError` names the first feature in error: a wrong
+        batch size (`feature `x`: batch size differs ...`) before a wrong
+        width (`feature `x`: expected shape [batch, d]`)."""
+        first = next(iter(dense))
+        counts, factors, messages = [], [], []
+        for name, value in dense.items():
+            feature = self.config.features[name]
+            if name != first:
+                counts.append(tf.shape(value, out_type=tf.int64)[0])
+                factors.append(1)
+                messages.append(
                     f"feature `{name}`: batch size differs from feature "
-                    f"`{first_name}`'s; every feature needs one value (or "
-                    "vector) per row"
-                ),
-            )
-        ]
+                    f"`{first}`'s; every feature needs one value (or vector) "
+                    "per row"
+                )
+            counts.append(tf.size(value, out_type=tf.int64))
+            factors.append(feature.size)
+            messages.append(f"feature `{name}`: expected shape {_wanted(feature)}")
+        equal = tf.equal(tf.stack(counts), batch * np.array(factors, np.int64))
+        # The first check that fails (the last if none, a message unused):
+        # the lowest position not equal, with no ties to break.
+        last = len(messages) - 1
+        first_error = tf.reduce_min(
+            tf.where(equal, last, np.arange(len(messages), dtype=np.int32))
+        )
+        return tf.debugging.Assert(
+            tf.reduce_all(equal), [tf.gather(tf.constant(messages), first_error)]
+        )
 
     def __call__(self, raw: Mapping[str, Any]) -> dict[str, tf.Tensor]:
         """The transformed features of a batch of raw features."""

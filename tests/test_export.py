@@ -130,6 +130,113 @@ def test_tensor_signature_takes_raw_features_by_name(artifacts, standalone):
     _assert_same(got, _reference(artifacts, raw))
 
 
+def _feed(rows: int, **given) -> dict[str, tf.Tensor]:
+    """`transform_features` inputs: ones of each feature's shape, then `given`."""
+    feed = {
+        name: tf.ones(
+            [rows, feature.size] if feature.is_vector else [rows],
+            tf.int64 if feature.dtype == "int" else tf.float32,
+        )
+        for name, feature in CONFIG.features.items()
+    }
+    return {**feed, **given}
+
+
+@pytest.mark.parametrize("batch", [1, 3, 2000])
+def test_tensor_signature_matches_tft_on_hostile_rows_and_int64_extremes(
+    artifacts, standalone, batch
+):
+    raw = _hostile(_raw_rows(batch, seed=25))
+    extremes = [np.iinfo(np.int64).max, np.iinfo(np.int64).min, 0]
+    raw["passengers"][-3:] = extremes[-min(batch, 3) :]
+    signature = tf.saved_model.load(str(standalone)).signatures["transform_features"]
+    got = signature(**{name: tf.constant(values) for name, values in raw.items()})
+    _assert_same(got, _reference(artifacts, raw))
+
+
+def test_tensor_signature_takes_a_scalar_as_a_column(standalone):
+    signature = tf.saved_model.load(str(standalone)).signatures["transform_features"]
+    fare = np.array([0.5, np.nan, np.inf, 40.0], np.float32)
+    flat = signature(**_feed(4, fare=tf.constant(fare)))
+    column = signature(**_feed(4, fare=tf.constant(fare[:, None])))
+    assert column["fare"].shape == [4]
+    _assert_same(column, {name: value.numpy() for name, value in flat.items()})
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "match"),
+    [
+        ("sensor", tf.ones([3]), r"feature `sensor`: batch size differs"),
+        ("passengers", tf.ones([5], tf.int64), r"feature `passengers`: batch size"),
+        ("embedding", tf.ones([3, 3]), r"feature `embedding`: batch size differs"),
+        (
+            "embedding",
+            tf.ones([4, 4]),
+            r"feature `embedding`: expected shape \[batch, 3\]",
+        ),
+        ("embedding", tf.ones([4, 2]), r"feature `embedding`: expected shape"),
+        # Declared `[None]`; unchecked, 8 values would make 8 rows.
+        ("fare", tf.ones([4, 2]), r"feature `fare`: expected shape \[batch\]"),
+    ],
+    ids=[
+        "scalar batch",
+        "int batch",
+        "vector batch",
+        "vector too wide",
+        "vector too narrow",
+        "scalar as two columns",
+    ],
+)
+def test_tensor_signature_checks_shapes_when_it_runs_naming_the_feature(
+    standalone, name, value, match
+):
+    # A loaded signature does not hold its inputs to their declared shapes:
+    # the graph checks them.
+    signature = tf.saved_model.load(str(standalone)).signatures["transform_features"]
+    with pytest.raises(tf.errors.InvalidArgumentError, match=match):
+        signature(**_feed(4, **{name: value}))
+
+
+def _sparse_reference(artifacts, raw: dict, rows: int) -> dict[str, np.ndarray]:
+    """TFT's own API on SparseTensors written here: a NaN `passengers` cell
+    is missing (rounded otherwise), a feature absent from `raw` is missing in
+    every row."""
+    tensors = {}
+    for name, feature in CONFIG.features.items():
+        if name not in raw:
+            dtype = np.int64 if feature.dtype == "int" else np.float32
+            tensors[name] = tf.SparseTensor(
+                np.zeros([0, 2], np.int64), np.zeros([0], dtype), [rows, feature.size]
+            )
+        elif name == "passengers":
+            values = np.asarray(raw[name], np.float64).reshape(rows, 1)
+            present = ~np.isnan(values)
+            tensors[name] = tf.SparseTensor(
+                np.argwhere(present),
+                np.round(values[present]).astype(np.int64),
+                values.shape,
+            )
+        else:
+            tensors[name] = dense_as_sparse(raw[name])
+    output = tft.TFTransformOutput(str(artifacts))
+    return {k: v.numpy() for k, v in output.transform_raw_features(tensors).items()}
+
+
+def test_preprocessor_with_an_absent_feature_and_float_ints_matches_tft(artifacts):
+    # Not every value present: the graph scatters, reading the indices.
+    raw = _hostile(_raw_rows(40, seed=26))
+    del raw["fare"]
+    passengers = raw["passengers"].astype(np.float64)
+    passengers[::5] = np.nan
+    passengers[1::5] += 0.4
+    raw["passengers"] = passengers
+    want = _sparse_reference(artifacts, raw, 40)
+    preprocessor = Preprocessor(artifacts)
+    _assert_same(preprocessor(raw), want)
+    traced = tf.function(preprocessor.__call__)
+    _assert_same(traced({name: tf.constant(v) for name, v in raw.items()}), want)
+
+
 def test_absent_feature_in_an_example_is_imputed(artifacts, standalone):
     raw = _raw_rows(4, seed=23)
     loaded = tf.saved_model.load(str(standalone))
