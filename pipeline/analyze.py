@@ -14,6 +14,7 @@ import functools
 import importlib.metadata
 import logging
 import posixpath
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -258,6 +259,13 @@ def run_analyze(
         thread_count()  # a bad TANHGUARD_THREADS fails here, not in a worker
         spill.spill_enabled()  # and a bad TANHGUARD_SPILL
         files, fmt, has_rows = resolve_inputs(data, config, fmt)
+        if graph is not None and "tensorflow" in sys.modules:
+            # The input needed TensorFlow here (TFRecord, a `gs://` path):
+            # the graph is saved in this process, without a second import.
+            graph.stop()
+            graph = None
+        if graph is None:
+            logger.debug("TensorFlow is loaded: the graph is saved in this process")
         _require_rows(files, has_rows)
         logger.info("analyzing %d %s file(s) matching %s", len(files), fmt, data)
         preload_charts()  # for report.html, while the passes run

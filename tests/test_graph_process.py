@@ -122,3 +122,47 @@ def test_a_failing_graph_process_is_one_line_and_nothing_written(
     ), errors
     assert "tensorflow_transform is broken here" in errors[0]
     assert not (job / "failed").exists()
+
+
+@pytest.mark.parametrize("fmt, in_process", [("csv", False), ("tfrecord", True)])
+def test_a_tfrecord_input_saves_the_graph_in_the_commands_process(
+    job, tmp_path, fmt, in_process
+):
+    """Reading TFRecord imports TensorFlow in the command's process: the
+    graph process is stopped and the graph saved there, not imported twice."""
+    import pyarrow.csv as pa_csv
+    import tensorflow as tf
+
+    if fmt == "tfrecord":
+        table = pa_csv.read_csv(job / "d.csv").to_pydict()
+        with tf.io.TFRecordWriter(str(tmp_path / "d.tfrecord")) as writer:
+            for row in range(len(table["heavy"])):
+                feature = {}
+                for name, values in table.items():
+                    if values[row] is None:
+                        continue
+                    if name == "count":
+                        kind = tf.train.Int64List(value=[values[row]])
+                        feature[name] = tf.train.Feature(int64_list=kind)
+                    else:
+                        kind = tf.train.FloatList(value=[values[row]])
+                        feature[name] = tf.train.Feature(float_list=kind)
+                example = tf.train.Example(features=tf.train.Features(feature=feature))
+                writer.write(example.SerializeToString())
+        data = str(tmp_path / "d.tfrecord")
+    else:
+        data = "d.csv"
+    config = tmp_path / "c.yaml"
+    config.write_text("features:\n  heavy: {}\n  count: {dtype: int}\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "tanhguard.pipeline.cli", "analyze", "--config",
+         str(config), "--data", data, "--output", str(tmp_path / "out"),
+         "--verbose"],
+        cwd=job, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    said = "the graph is saved in this process" in done.stderr
+    assert said == in_process, done.stderr[-2000:]
+    stats = json.loads((tmp_path / "out" / "stats.json").read_text())
+    assert stats["num_rows"] == 2000
+    assert (tmp_path / "out" / "transform_fn" / "saved_model.pb").is_file()
