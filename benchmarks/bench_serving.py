@@ -28,7 +28,7 @@ sides multiply by the reciprocal of the scale.
 For reference, it also prints the exported module's own input handling
 alone (`wrapper ms`, `pipeline/serving.py`: `transform_features` turns its
 dense tensors into the transform graph's sparse inputs; `serving_default`
-parses `VarLenFeature`s, checks vector lengths and reorders), the hand
+parses `VarLenFeature`s and checks their lengths in one assertion), the hand
 side's `FixedLenFeature` parse alone, and the hand-written tf.function
 called in-process (no SavedModel). Machines are shared and noisy: compare
 ratios from one run.
@@ -178,7 +178,7 @@ def wrapper_module(artifacts: Path, input_specs: dict):
     """A tf.Module with the exported module's input handling alone
     (`pipeline/serving.py`): `transform_features`' dense tensors turned into
     the transform graph's sparse inputs, and `serving_default`'s parse
-    (`VarLenFeature`s, the vector-length checks, `tf.sparse.reorder`); each
+    (`VarLenFeature`s and one assertion on the number of values); each
     returns the sparse tensors' components."""
     import tensorflow as tf
 
@@ -405,7 +405,7 @@ def main(argv: list[str]) -> int:
         )
         print(
             f"serving_default's parse alone: {parse_only:.3f} ms (VarLenFeature, "
-            f"checks, reorder) vs the hand side's FixedLenFeature parse "
+            f"one length assertion) vs the hand side's FixedLenFeature parse "
             f"{hand_parse_only:.3f} ms"
         )
     print(load_line())

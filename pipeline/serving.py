@@ -302,23 +302,36 @@ class Preprocessor(tf.Module):
 
     def parse_examples(self, examples: tf.Tensor) -> dict[str, tf.SparseTensor]:
         """Parses serialized `tf.Example`s (keyed by source column, as the
-        graph's inputs are); checks vector lengths per feature."""
+        graph's inputs are); one assertion checks that no example holds more
+        values than its feature's size, naming the first feature in error.
+
+        `tf.io.parse_example` writes a `VarLenFeature`'s indices in row-major
+        order, the order the graph takes (no reordering)."""
         parsed = tf.io.parse_example(examples, raw_feature_spec(self.config))
-        checks = []
+        keys, sizes, messages = [], [], []
         for name, feature in self.config.features.items():
-            positions = parsed[self.config.source_column(name)].indices[:, 1]
-            checks.append(
-                tf.debugging.assert_less(
-                    positions,
-                    tf.constant(feature.size, tf.int64),
-                    message=(
-                        f"feature `{name}`: an example holds more than "
-                        f"{feature.size} value(s)"
-                    ),
-                )
+            keys.append(self.config.source_column(name))
+            sizes.append(feature.size)
+            messages.append(
+                f"feature `{name}`: an example holds more than {feature.size} value(s)"
             )
-        with tf.control_dependencies(checks):
-            return {name: tf.sparse.reorder(value) for name, value in parsed.items()}
+        # The largest position of each feature (the lowest int64 if none).
+        widest = tf.stack([tf.reduce_max(parsed[key].indices[:, 1]) for key in keys])
+        fits = widest < np.array(sizes, np.int64)
+        # The first feature in error (the last if none, a message unused).
+        first_error = tf.reduce_min(
+            tf.where(fits, len(keys) - 1, np.arange(len(keys), dtype=np.int32))
+        )
+        check = tf.debugging.Assert(
+            tf.reduce_all(fits), [tf.gather(tf.constant(messages), first_error)]
+        )
+        with tf.control_dependencies([check]):
+            return {
+                key: tf.SparseTensor(
+                    tf.identity(value.indices), value.values, value.dense_shape
+                )
+                for key, value in parsed.items()
+            }
 
 
 def _input_names(model) -> list[str]:

@@ -257,6 +257,24 @@ def test_example_with_a_too_long_vector_is_an_error_naming_it(standalone):
         loaded.signatures["serving_default"](examples=tf.constant(_examples(raw)))
 
 
+def test_example_with_too_many_values_names_the_first_such_feature(standalone):
+    """One assertion covers every feature: its message names the first one
+    (in config order) holding too many values, a scalar too."""
+    loaded = tf.saved_model.load(str(standalone))
+    examples = []
+    for row, serialized in enumerate(_examples(_raw_rows(3, seed=25))):
+        example = tf.train.Example.FromString(serialized)
+        if row == 1:  # two values for the scalar `tip_ratio`, four for `embedding`
+            example.features.feature["tip_ratio"].float_list.value.append(3.0)
+            example.features.feature["embedding"].float_list.value.append(9.0)
+        examples.append(example.SerializeToString())
+    with pytest.raises(
+        tf.errors.InvalidArgumentError,
+        match=r"feature `tip_ratio`: an example holds more than 1 value\(s\)",
+    ):
+        loaded.signatures["serving_default"](examples=tf.constant(examples))
+
+
 def _saved_model_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "tensorflow.python.tools.saved_model_cli", *args],
