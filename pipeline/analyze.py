@@ -271,29 +271,60 @@ def run_analyze(
         preload_charts()  # for report.html, while the passes run
         protect = [*files, *protect]
         with publish_dir(output, overwrite=overwrite, protect=protect) as staging:
-            options = PipelineOptions(list(beam_args))
-            with data_errors_unwrapped(), work_dir(options, staging) as work:
-                vector = _analyze(
-                    config, files, fmt, options, work, staging, rows_format, graph
+            try:
+                stats = _analyze_into(
+                    config,
+                    data,
+                    (files, fmt),
+                    beam_args,
+                    staging,
+                    rows_format,
+                    graph,
+                    started,
                 )
-                stats = {
-                    "format_version": STATS_FORMAT_VERSION,
-                    **_versions(),
-                    **unpack_stats_vector(config, vector),
-                    "data": {"pattern": data, "format": fmt, "files": files},
-                    "config": config.to_json_dict(),
-                    "elapsed_seconds": round(time.monotonic() - started, 3),
-                }
-                write_stats(staging, stats)
-                write_tfdv_stats(staging, stats)
-                write_report(staging)
-                if graph is not None:
-                    graph.wait()  # it saved the graph meanwhile
-                    stats["elapsed_seconds"] = round(time.monotonic() - started, 3)
-                    write_stats(staging, stats)
+            finally:
+                if graph is not None:  # before the staging directory goes
+                    graph.stop()
     finally:
         if graph is not None:
             graph.stop()
+    return stats
+
+
+def _analyze_into(
+    config: Config,
+    data: str,
+    inputs: tuple[Sequence[str], str],
+    beam_args: Sequence[str],
+    staging: Path,
+    rows_format: str | None,
+    graph: GraphProcess | None,
+    started: float,
+) -> dict[str, Any]:
+    """Every artifact into `staging` (`inputs`: the files and their format;
+    `started`: the run's `time.monotonic()`); returns stats.json's content."""
+    files, fmt = inputs
+    options = PipelineOptions(list(beam_args))
+    with data_errors_unwrapped(), work_dir(options, staging) as work:
+        local = work == str(staging)  # no --temp_location
+        vector = _analyze(
+            config, files, fmt, options, work, staging, rows_format, graph, local
+        )
+        stats = {
+            "format_version": STATS_FORMAT_VERSION,
+            **_versions(),
+            **unpack_stats_vector(config, vector),
+            "data": {"pattern": data, "format": fmt, "files": files},
+            "config": config.to_json_dict(),
+            "elapsed_seconds": round(time.monotonic() - started, 3),
+        }
+        write_stats(staging, stats)
+        write_tfdv_stats(staging, stats)
+        write_report(staging)
+        if graph is not None:
+            graph.wait()  # it saved the graph meanwhile
+            stats["elapsed_seconds"] = round(time.monotonic() - started, 3)
+            write_stats(staging, stats)
     return stats
 
 
@@ -306,18 +337,22 @@ def _analyze(
     staging: Path,
     rows_format: str | None,
     graph: GraphProcess | None,
+    local: bool,
 ) -> np.ndarray:
     """The analysis passes; the graph (and with `rows_format`, the rows) go
     into `work`, the raw schema into `staging`. Returns the statistics
-    vector the graph holds; `graph`, if given, may still be saving it."""
+    vector the graph holds; `graph`, if given, may still be saving it.
+    `local`: `work` is `staging` (the parsed batches may be kept there)."""
     scratch = posixpath.join(work, SCRATCH)
-    kept = spill.spill_dir(scratch, fmt)
+    kept = spill.spill_dir(scratch, fmt) if local else None
     passes = _Passes(config, files, fmt, options, scratch, kept)
     slots = plan_slots(config)
     count = 3 if needs_mad(slots) else 2
     logger.info("pass 1 of %d: counts, moments and quantiles", count)
     parameters = first_phase(passes)
     check_finite_data(slots, parameters)  # before any other pass
+    if graph is not None:
+        graph.check()  # a graph process that failed is reported now
     passes = passes.after_first(parameters)
     source = " (the parsed values kept on disk)" if passes.spilled else ""
     mads = None

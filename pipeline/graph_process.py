@@ -115,12 +115,13 @@ class GraphProcess:
             os.path.abspath(entry or os.curdir) for entry in sys.path
         )
         self._process = subprocess.Popen(
-            [sys.executable, "-m", __name__],
+            [sys.executable, "-c", _CHILD_CODE],
             stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
             stderr=self._stderr,
             env=env,
         )
+        self._result: str | None = None  # what the child said, once read
 
     def send(
         self,
@@ -147,18 +148,36 @@ class GraphProcess:
         except BrokenPipeError:  # it has died: `wait` tells why
             pass
 
+    def failed(self) -> bool:
+        """Whether the child has already ended without saving the graph
+        (checked between passes, so that a broken one is reported early)."""
+        return self._process.poll() is not None and self._result is None
+
+    def check(self) -> None:
+        """Raises now if the child has ended before its work (see `wait`)."""
+        if self.failed():
+            self.wait()
+
     def wait(self) -> None:
-        """Returns when the child has saved the graph.
+        """Returns when the child has saved the graph: it says so on its
+        stdout (an exit status alone is not proof: with SIGCHLD ignored, as
+        some daemons leave it, every child's status reads as 0).
 
         Raises:
-          OutputError: the child failed (the last line of its stderr, its
-            exception, is quoted).
+          OutputError: the child failed, naming its exception.
         """
+        if self._result is None:
+            stdout = self._process.stdout
+            assert stdout is not None
+            self._result = stdout.read().decode("utf-8", "replace").strip()
+            stdout.close()
         status = self._process.wait()
-        if status != 0:
+        if status != 0 or self._result != _SAVED:
             raise OutputError(f"saving the transform graph failed: {self._why(status)}")
 
     def _why(self, status: int) -> str:
+        if self._result and self._result.startswith(_FAILED):
+            return self._result[len(_FAILED) :]
         if status < 0:
             return f"its process was stopped by signal {-status}"
         lines: list[str] = []
@@ -167,7 +186,11 @@ class GraphProcess:
             text = self._stderr.read().decode("utf-8", "replace")
             logger.debug("the graph process's stderr:\n%s", text)
             lines = [line.strip() for line in text.splitlines() if line.strip()]
-        return lines[-1] if lines else f"exit status {status}"
+        else:
+            lines = ["its messages are above"]
+        if lines:
+            return f"exit status {status}: {lines[-1]}"
+        return f"exit status {status}, without a message"
 
     def stop(self) -> None:
         """Ends the child if it still runs (the driver is leaving)."""
@@ -182,6 +205,8 @@ class GraphProcess:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
         if self._stderr is not None:
             self._stderr.close()
 
@@ -224,8 +249,8 @@ def take() -> GraphProcess | None:
     return _start()
 
 
-def _child() -> int:
-    """The child: import, wait for the statistics, save the graph."""
+def _child(result: IO[str]) -> int:
+    """The child: import, wait for the statistics, save the graph, say so."""
     try:
         # What `write_graph` imports, while the driver runs the passes.
         from tensorflow_transform import impl_helper  # noqa: F401
@@ -244,17 +269,25 @@ def _child() -> int:
         request["work"],
         request["staging"],
     )
+    result.write(_SAVED + "\n")
     return 0
 
 
 def _main() -> None:
+    # The result goes to the driver on the original stdout; anything a
+    # library prints goes to stderr (kept, shown on failure).
+    result = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
     try:
-        status = _child()
+        status = _child(result)
     except KeyboardInterrupt:  # Ctrl-C reaches the whole process group
         status = 130
-    except BaseException:  # the driver quotes the last lines
+    except BaseException as error:  # the driver names it
         traceback.print_exc()
+        message = " ".join(f"{type(error).__name__}: {error}".split())
+        result.write(f"{_FAILED}{message}\n")
         status = 1
+    result.flush()
     sys.stdout.flush()
     sys.stderr.flush()
     # The files are closed; TensorFlow's teardown would add 1-3 s that the
@@ -262,5 +295,16 @@ def _main() -> None:
     os._exit(status)
 
 
-if __name__ == "__main__":
-    _main()
+# The child's command: `python -c`, without the current directory on its
+# path (`-m` would put it first, and a `csv.py` or `random.py` there would
+# shadow the standard library's in TensorFlow's imports); it finds modules
+# where the driver did (PYTHONPATH, above).
+_CHILD_CODE = (
+    "import sys\n"
+    "if sys.path and sys.path[0] == '':\n"
+    "    del sys.path[0]\n"
+    "from tanhguard.pipeline.graph_process import _main\n"
+    "_main()\n"
+)
+_SAVED = "saved"
+_FAILED = "failed: "

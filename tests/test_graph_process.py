@@ -166,3 +166,80 @@ def test_a_tfrecord_input_saves_the_graph_in_the_commands_process(
     stats = json.loads((tmp_path / "out" / "stats.json").read_text())
     assert stats["num_rows"] == 2000
     assert (tmp_path / "out" / "transform_fn" / "saved_model.pb").is_file()
+
+
+def _command(*args: str) -> list[str]:
+    """The `tanhguard` console script, as installed (it does not put the
+    current directory on the path, as `python -m` would)."""
+    script = os.path.join(os.path.dirname(sys.executable), "tanhguard")
+    return [script, *args]
+
+
+def test_modules_in_the_current_directory_do_not_reach_the_graph_process(job):
+    """A user's `random.py` or `csv.py` beside the data shadows nothing."""
+    shadow = job / "shadow"
+    shadow.mkdir()
+    for name in ("random", "csv", "json", "inspect"):
+        (shadow / f"{name}.py").write_text(
+            "open('executed', 'a').write(__name__ + '\\n')\n"
+            "raise SystemExit('a script of the user, not a library')\n"
+        )
+    done = subprocess.run(
+        _command("analyze", "--config", "../c.yaml", "--data", "../d.csv",
+                 "--output", "out"),
+        cwd=shadow, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert not (shadow / "executed").exists()
+    assert (shadow / "out" / "transform_fn" / "saved_model.pb").is_file()
+
+
+@pytest.fixture
+def broken_tensorflow(tmp_path):
+    """A directory whose `tensorflow` fails to import at once."""
+    broken = tmp_path / "broken-tf"
+    (broken / "tensorflow").mkdir(parents=True)
+    (broken / "tensorflow" / "__init__.py").write_text(
+        "raise ImportError('tensorflow is broken here')\n"
+    )
+    return broken
+
+
+def test_a_graph_process_that_fails_early_is_reported_after_the_first_pass(
+    job, broken_tensorflow
+):
+    env = dict(os.environ, PYTHONPATH=str(broken_tensorflow))
+    done = subprocess.run(
+        _command("analyze", "--config", "c.yaml", "--data", "d.csv",
+                 "--output", "early"),
+        cwd=job, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        "tanhguard: error: saving the transform graph failed: ImportError: "
+        "tensorflow is broken here"
+    )
+    assert "pass 1 of" in done.stderr and "pass 2 of" not in done.stderr
+    assert not (job / "early").exists()
+
+
+def test_a_failed_graph_process_is_an_error_with_sigchld_ignored(
+    job, broken_tensorflow
+):
+    """With SIGCHLD ignored (inherited from some daemons), every child's exit
+    status reads as 0: the child's own word decides."""
+    script = (
+        "import signal, sys\n"
+        "signal.signal(signal.SIGCHLD, signal.SIG_IGN)\n"
+        "from tanhguard.pipeline.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(broken_tensorflow))
+    done = subprocess.run(
+        [sys.executable, "-c", script, "analyze", "--config", "c.yaml",
+         "--data", "d.csv", "--output", "ignored"],
+        cwd=job, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert "saving the transform graph failed: ImportError" in done.stderr
+    assert not (job / "ignored").exists()

@@ -101,6 +101,21 @@ def test_the_later_passes_read_the_kept_batches_with_the_same_result(
     assert kept["num_rows"] == ROWS
 
 
+def test_nothing_is_kept_with_a_temp_location(data, tmp_path, caplog, monkeypatch):
+    """With `--temp_location` the workers write elsewhere, and a run killed
+    there would leave the parsed copy behind: the files are read again."""
+    monkeypatch.setenv(spill.SPILL_ENV, "1")
+    temp = tmp_path / "temp"
+    with caplog.at_level(logging.INFO, logger="tanhguard"):
+        stats = run_analyze(
+            CONFIG, str(data / "csv"), tmp_path / "out", [f"--temp_location={temp}"]
+        )
+    assert _kept_on_disk(caplog) == [False, False]
+    reference = _analyze(data, "reference-temp", "csv", caplog, monkeypatch, "1")
+    assert _numbers(stats) == _numbers(reference)
+    assert list(temp.iterdir()) == []  # its work directory is gone
+
+
 def test_parquet_is_read_again(data, tmp_path, caplog, monkeypatch):
     import pyarrow.csv as pa_csv
     import pyarrow.parquet as pq

@@ -211,3 +211,17 @@ def test_the_report_modules_load_on_a_thread_of_their_own():
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["True", "True"]
+
+
+def test_a_closed_stdout_is_no_error(small_job):
+    """`tanhguard analyze ... 1>&-` (a cron line throwing the summary away):
+    the artifacts are written and the exit status is 0."""
+    script = os.path.join(os.path.dirname(sys.executable), "tanhguard")
+    command = " ".join([script, *ANALYZE, "--quiet", "1>&-"])
+    done = subprocess.run(
+        ["sh", "-c", command], cwd=small_job, capture_output=True, text=True,
+        timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    assert (small_job / "a" / "stats.json").is_file()
