@@ -192,6 +192,11 @@ def lower_bound(fmt: str, path: str) -> None:
 
 
 def tanhguard(fmt: str, path: str) -> None:
+    # As the command line does: the graph process starts importing
+    # TensorFlow before this process imports Beam and the analysis job.
+    from tanhguard.pipeline import graph_process
+
+    graph_process.start_early(path, fmt)
     from tanhguard.pipeline.analyze import run_analyze
     from tanhguard.transforms.config import parse_config
 

@@ -254,7 +254,7 @@ def run_analyze(
       OutputExistsError: `output` exists and `overwrite` is false.
     """
     started = time.monotonic()
-    graph = graph_process.take()  # imports TensorFlow while the passes run
+    graph = graph_process.take(data, fmt)  # imports TensorFlow during the passes
     try:
         thread_count()  # a bad TANHGUARD_THREADS fails here, not in a worker
         spill.spill_enabled()  # and a bad TANHGUARD_SPILL

@@ -307,7 +307,7 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
 
         # `analyze` has not imported TensorFlow: the graph's process starts
         # importing it now, while this one imports Beam and runs the passes.
-        graph_process.start_early()
+        graph_process.start_early(args.data, args.format)
         try:
             from tanhguard.pipeline.analyze import run_analyze
             from tanhguard.transforms.config import load_config

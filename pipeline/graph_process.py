@@ -222,10 +222,23 @@ def _start() -> GraphProcess | None:
         return None
 
 
-def start_early() -> None:
+def likely_needs_tensorflow(data: str, fmt: str | None = None) -> bool:
+    """Whether reading `data` will import TensorFlow in this process anyway:
+    TFRecord by `--format` or by name (`*.tfrecord*`, ExampleGen's
+    `data_tfrecord-*.gz`), or a path with a scheme (`gs://`). A guess from
+    the name only: `analyze` stops the graph process when the files prove
+    it wrong (`take`'s caller)."""
+    return fmt == "tfrecord" or "://" in data or "tfrecord" in data.lower()
+
+
+def start_early(data: str | None = None, fmt: str | None = None) -> None:
     """Starts the graph process now, for the next `take` (the command line
     calls this before importing the analysis job, whose Beam import then
-    overlaps TensorFlow's too). Does nothing if TensorFlow is imported."""
+    overlaps TensorFlow's too). Does nothing if TensorFlow is imported, or
+    if reading `data` (in format `fmt`) likely imports it
+    (`likely_needs_tensorflow`)."""
+    if data is not None and likely_needs_tensorflow(data, fmt):
+        return
     if "tensorflow" not in sys.modules and not _early:
         started = _start()
         if started is not None:
@@ -239,12 +252,15 @@ def stop_early() -> None:
         _early.pop().stop()
 
 
-def take() -> GraphProcess | None:
+def take(data: str | None = None, fmt: str | None = None) -> GraphProcess | None:
     """The graph process `start_early` started, or a new one; None when this
-    process has imported TensorFlow (it then saves the graph itself)."""
+    process has imported TensorFlow (it then saves the graph itself) or
+    reading `data` likely will (`likely_needs_tensorflow`)."""
     if _early:
         return _early.pop()
     if "tensorflow" in sys.modules:
+        return None
+    if data is not None and likely_needs_tensorflow(data, fmt):
         return None
     return _start()
 

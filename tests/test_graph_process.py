@@ -124,18 +124,23 @@ def test_a_failing_graph_process_is_one_line_and_nothing_written(
     assert not (job / "failed").exists()
 
 
-@pytest.mark.parametrize("fmt, in_process", [("csv", False), ("tfrecord", True)])
+@pytest.mark.parametrize(
+    "fmt, filename, in_process",
+    [("csv", "", False), ("tfrecord", "d.tfrecord", True), ("tfrecord", "d.bin", True)],
+)
 def test_a_tfrecord_input_saves_the_graph_in_the_commands_process(
-    job, tmp_path, fmt, in_process
+    job, tmp_path, fmt, filename, in_process
 ):
-    """Reading TFRecord imports TensorFlow in the command's process: the
-    graph process is stopped and the graph saved there, not imported twice."""
+    """Reading TFRecord imports TensorFlow in the command's process, so the
+    graph is saved there, not imported twice: no graph process starts for a
+    file named as TFRecord, and one started for a file whose name does not
+    tell (`d.bin`) is stopped once the content does."""
     import pyarrow.csv as pa_csv
     import tensorflow as tf
 
     if fmt == "tfrecord":
         table = pa_csv.read_csv(job / "d.csv").to_pydict()
-        with tf.io.TFRecordWriter(str(tmp_path / "d.tfrecord")) as writer:
+        with tf.io.TFRecordWriter(str(tmp_path / filename)) as writer:
             for row in range(len(table["heavy"])):
                 feature = {}
                 for name, values in table.items():
@@ -149,7 +154,7 @@ def test_a_tfrecord_input_saves_the_graph_in_the_commands_process(
                         feature[name] = tf.train.Feature(float_list=kind)
                 example = tf.train.Example(features=tf.train.Features(feature=feature))
                 writer.write(example.SerializeToString())
-        data = str(tmp_path / "d.tfrecord")
+        data = str(tmp_path / filename)
     else:
         data = "d.csv"
     config = tmp_path / "c.yaml"
