@@ -618,7 +618,13 @@ def main(argv: list[str]) -> int:
     formats = args.formats.split(",")
     if sorted(set(formats) - set(FORMATS)):
         parser.error(f"--formats: choose from {list(FORMATS)}")
-    print(load_line())
+    # Every child (the lower bound and the peer too) gets the NumPy sorting
+    # kernels the command line picks (AVX2 on AMD Zen 4: `pipeline/simd.py`);
+    # this process has imported NumPy, its children have not.
+    from tanhguard.pipeline.simd import NPY_DISABLE, prefer_avx2_sort
+
+    prefer_avx2_sort(os.environ, numpy_loaded=False)
+    print(load_line(), f"{NPY_DISABLE}={os.environ.get(NPY_DISABLE, '')!r}")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         if "analyze" in parts or "transform" in parts:

@@ -225,3 +225,29 @@ def test_a_closed_stdout_is_no_error(small_job):
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
     assert (small_job / "a" / "stats.json").is_file()
+
+
+def test_the_command_line_picks_numpys_sort_kernels_before_importing_it(small_job):
+    """On AMD Zen 4 with NumPy 2 the command asks NumPy for its AVX2 sorting
+    kernels (`pipeline/simd.py`); elsewhere it leaves NumPy alone."""
+    import importlib.metadata
+
+    from tanhguard.pipeline.simd import AVX512_TARGETS, slow_avx512_sort
+
+    probe = (
+        "import os, sys\n"
+        "from tanhguard.pipeline.cli import main\n"
+        "status = main(sys.argv[1:])\n"
+        "print('NPY', os.environ.get('NPY_DISABLE_CPU_FEATURES'))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "NPY_DISABLE_CPU_FEATURES"}
+    done = subprocess.run(
+        [sys.executable, "-c", probe, *ANALYZE, "--quiet"],
+        cwd=small_job, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    with open("/proc/cpuinfo") as handle:
+        zen4 = slow_avx512_sort(handle.read())
+    numpy_2 = int(importlib.metadata.version("numpy").split(".")[0]) >= 2
+    expected = AVX512_TARGETS if zen4 and numpy_2 else None
+    assert done.stdout.strip().splitlines()[-1] == f"NPY {expected}"
