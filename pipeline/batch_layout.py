@@ -279,17 +279,12 @@ def dense_batch(batch: pa.RecordBatch, config: Config) -> list[np.ndarray]:
     return [np.concatenate(parts, axis=1), np.concatenate(masks, axis=1)]
 
 
-def fit_batch(batch: pa.RecordBatch, config: Config) -> np.ndarray:
-    """A record batch -> the fit phase's input: float32 `[rows, D]` with the
-    inf policy applied (`inf: missing` turns +-Inf into NaN), NaN where a value
-    is missing: the values the graph's fit phase sees (it casts them to
-    float64, exactly, as the fit phase does per column)."""
-    return fit_values(dense_batch(batch, config)[0], config)
-
-
 def fit_values(x: np.ndarray, config: Config) -> np.ndarray:
-    """`fit_batch` of the batch whose `dense_batch` values are `x` (changed
-    in place)."""
+    """The fit phase's input from a batch's `dense_batch` values `x` (changed
+    in place): float32 `[rows, D]` with the inf policy applied (`inf:
+    missing` turns +-Inf into NaN), NaN where a value is missing: the values
+    the graph's fit phase sees (it casts them to float64, exactly, as the fit
+    phase does per column)."""
     to_nan = np.concatenate(
         [
             np.full(feature.size, feature.inf == "missing")
