@@ -6,8 +6,8 @@
     stats.tfdv.pb                          the same, for TFDV / Facets (`tfdv_stats`)
     rows/                                  `tanhguard run` only: the rows
 
-Reading and writing those files lives here; the statistics are read back
-from the graph by `graph_stats`, and formatted by `stats_json`.
+Reading and writing those files lives here; `graph_stats` reads the
+statistics back from a graph, and `stats_json` formats them.
 """
 
 from __future__ import annotations

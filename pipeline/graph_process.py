@@ -38,11 +38,11 @@ import traceback
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from tanhguard.errors import OutputError
+import numpy as np
+
+from tanhguard.errors import ArtifactsError, OutputError
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from tanhguard.transforms.config import Config
 
 logger = logging.getLogger(__name__)
@@ -68,12 +68,14 @@ def write_graph(
     graph is the one `analyze.AnalyzeFeatures` gives for the same statistics:
     the vector is captured under `STATS_VECTOR_NAME` either way.
     """
+    import numpy as np
     import tensorflow as tf
     from tensorflow_transform import impl_helper
     from tfx_bsl.tfxio.tensor_adapter import TensorAdapter
 
     from tanhguard.pipeline.artifacts import write_raw_metadata
     from tanhguard.pipeline.batch_layout import raw_feature_spec, tensor_adapter_config
+    from tanhguard.pipeline.graph_stats import read_graph_stats
     from tanhguard.transforms.preprocessing import build_preprocessing_fn
 
     statistics = tf.constant(vector, dtype=tf.float64)
@@ -92,6 +94,14 @@ def write_graph(
         type_specs=specs,
         transform_output_path=work,
     )
+    # stats.json is written from `vector`: the saved graph must hold it.
+    saved_config, saved = read_graph_stats(work)
+    same_config = saved_config.to_json_dict() == config.to_json_dict()
+    if not same_config or not np.array_equal(saved, vector, equal_nan=True):
+        raise ArtifactsError(
+            f"{work}: the saved graph's statistics differ from the analysis's "
+            "(a bug: please report it)"
+        )
     write_raw_metadata(staging, config)
 
 
@@ -273,6 +283,7 @@ def _child(result: IO[str]) -> int:
         from tensorflow_transform.tf_metadata import metadata_io  # noqa: F401
         from tfx_bsl.tfxio import tensor_adapter  # noqa: F401
 
+        from tanhguard.pipeline import graph_stats  # noqa: F401
         from tanhguard.transforms import preprocessing  # noqa: F401
 
         request = pickle.load(sys.stdin.buffer)

@@ -10,6 +10,7 @@ and a TFX user does it on the Transform component's `transform_graph`.
 from __future__ import annotations
 
 import json
+import posixpath
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,7 @@ def read_graph_stats(transform_output: str | Path) -> tuple[Config, np.ndarray]:
     Raises:
       GraphStatsError: the graph was not built by tanhguard.
     """
-    path = str(Path(transform_output) / "transform_fn")
+    path = posixpath.join(str(transform_output), "transform_fn")  # gs:// too
     function = tf.saved_model.load(path).transform_fn
     config_op = _operation(function, CONFIG_NAME, transform_output)
     text = tf.make_ndarray(config_op.get_attr("value")).item().decode("utf-8")

@@ -248,3 +248,24 @@ def test_a_failed_graph_process_is_an_error_with_sigchld_ignored(
     assert done.returncode == 1, done.stderr
     assert "saving the transform graph failed: ImportError" in done.stderr
     assert not (job / "ignored").exists()
+
+
+def test_a_graph_that_does_not_hold_the_statistics_is_an_error(job, monkeypatch):
+    """stats.json is written from the vector the graph was given; the saved
+    graph is read back and must hold exactly that vector."""
+    from tanhguard.errors import ArtifactsError
+    from tanhguard.pipeline import graph_stats
+
+    original = graph_stats.read_graph_stats
+
+    def off_by_one_ulp(path):
+        config, vector = original(path)
+        vector = vector.copy()
+        vector[0] = np.nextafter(vector[0], np.inf)  # the row count
+        return config, vector
+
+    monkeypatch.setattr(graph_stats, "read_graph_stats", off_by_one_ulp)
+    config = load_config(job / "c.yaml")
+    with pytest.raises(ArtifactsError, match="statistics differ from the analysis"):
+        run_analyze(config, str(job / "d.csv"), job / "differs")
+    assert not (job / "differs").exists()
