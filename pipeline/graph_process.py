@@ -158,14 +158,11 @@ class GraphProcess:
         except BrokenPipeError:  # it has died: `wait` tells why
             pass
 
-    def failed(self) -> bool:
-        """Whether the child has already ended without saving the graph
-        (checked between passes, so that a broken one is reported early)."""
-        return self._process.poll() is not None and self._result is None
-
     def check(self) -> None:
-        """Raises now if the child has ended before its work (see `wait`)."""
-        if self.failed():
+        """Raises now if the child has already ended before its work (see
+        `wait`): called between passes, so that a broken one is reported
+        early."""
+        if self._process.poll() is not None and self._result is None:
             self.wait()
 
     def wait(self) -> None:
