@@ -183,10 +183,19 @@ def bin_counts(
     np.fmin(position, bins + 1.0, out=position)
     index = position.astype(np.int64)
     index += offsets
+    size = columns * (bins + 3)
+    buckets = np.bincount(index.ravel(), minlength=size)
+    # Few guesses are off (by rounding, next to an edge): count the guesses,
+    # then move the values below their bucket's lower edge one bucket down
+    # and those at or above its upper edge one up. Selecting the few is
+    # cheaper than correcting every index (an int64 minus a bool array).
     with np.errstate(invalid="ignore"):
-        index -= x < np.take(bounds, index)
-        index += x >= np.take(bounds, index + 1)
-    buckets = np.bincount(index.ravel(), minlength=columns * (bins + 3))
+        down = index[x < np.take(bounds, index)]
+        up = index[x >= np.take(bounds[1:], index)]
+    for moved, step in ((down, -1), (up, 1)):
+        if moved.size:
+            buckets -= np.bincount(moved, minlength=size)
+            buckets += np.bincount(moved + step, minlength=size)[:size]
     buckets = buckets.reshape(columns, bins + 3)[:, : bins + 2]
     nan = np.count_nonzero(np.isnan(x), axis=0)
     at_top = np.count_nonzero(x == hi, axis=0)

@@ -41,6 +41,33 @@ def test_bin_counts_are_numpy_histogram(seed):
         assert above[column] == (values > hi[column]).sum()
 
 
+def test_bin_counts_correct_the_guesses_rounding_puts_in_the_next_bin():
+    """Values on and one ulp either side of every edge of awkward ranges,
+    where `x * scale + offset` rounds some into the neighbouring bin (both
+    ways, as the check below makes sure): the counts stay numpy's."""
+    lo, hi, bins = np.array([0.1, -7.3, 1e-7]), np.array([0.7, 1e5, 3.3e-7]), 97
+    edges = histogram_edges(lo, hi, bins)
+    near = np.concatenate(
+        [edges, np.nextafter(edges, -np.inf), np.nextafter(edges, np.inf)], axis=1
+    ).T  # [3 * (bins + 1), 3]: column j holds column j's edges and neighbours
+    counts, below, above = bin_counts(near, edges)
+    scale = bins / (hi - lo)
+    guess = np.floor(near * scale + (1.0 - lo * scale)).astype(np.int64)
+    off_low, off_high = 0, 0
+    for column in range(3):
+        values = near[:, column]
+        expected, _ = np.histogram(values, bins=edges[column])
+        np.testing.assert_array_equal(counts[column], expected)
+        assert below[column] == (values < lo[column]).sum()
+        assert above[column] == (values > hi[column]).sum()
+        # numpy's own bucket (1..bins, 0 below, bins + 1 above) per value
+        exact = np.searchsorted(edges[column], values, side="right")
+        inside = (values >= lo[column]) & (values < hi[column])
+        off_low += np.count_nonzero(inside & (guess[:, column] < exact))
+        off_high += np.count_nonzero(inside & (guess[:, column] > exact))
+    assert off_low > 0 and off_high > 0  # both corrections were needed
+
+
 def test_top_bucket_holds_the_values_equal_to_the_last_edge():
     x = np.array([[0.0], [0.5], [1.0], [1.0], [np.nan], [np.inf]])
     counts, below, above = bin_counts(x, histogram_edges([0.0], [1.0], 2), True)

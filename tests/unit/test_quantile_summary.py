@@ -96,3 +96,38 @@ def test_summaries_of_different_shape_do_not_merge():
         QuantileSummary(100).merge(QuantileSummary(200))
     with pytest.raises(ValueError, match="even"):
         QuantileSummary(101)
+
+
+@pytest.mark.parametrize("capacity", [2, 64, 1000])
+def test_many_levels_stay_within_the_documented_bound(capacity):
+    """Chunks sorted at once and buffers merged level by level, in uneven
+    adds and merges: every rank stays within `L * N / (2 * capacity)` (the
+    module's bound, `L` the levels used), with ties and negative zeros."""
+    rng = np.random.default_rng(capacity)
+    data = np.concatenate(
+        [
+            rng.standard_t(2, 120_000),
+            np.round(rng.normal(size=60_000) * 3),  # runs of equal values
+            np.full(20_000, -0.0),
+        ]
+    ).astype(np.float32)
+    rng.shuffle(data)
+    sizes = rng.integers(1, 9_000, size=200)
+    bounds = np.cumsum(sizes)[np.cumsum(sizes) < data.size]
+    pieces = np.split(data, bounds)
+    parts = [QuantileSummary(capacity, np.float32) for _ in range(4)]
+    for index, piece in enumerate(pieces):
+        parts[index % 4].add(piece)
+    parts[2].merge(pickle.loads(pickle.dumps(parts[3])))
+    parts[0].merge(parts[1])
+    parts[0].merge(parts[2])
+    assert parts[0].count == data.size
+    levels = len(parts[0].levels)
+    assert levels >= 3  # compactions above the chunks' level happened
+    got = parts[0].quantiles(PROBABILITIES)
+    assert got.dtype == np.float32
+    values, weights = parts[0].weighted_values()
+    assert weights.sum() == data.size
+    assert np.all(np.diff(values) >= 0)
+    bound = levels * data.size / (2 * capacity)
+    assert _rank_error(data, got, PROBABILITIES) <= bound
