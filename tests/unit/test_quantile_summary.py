@@ -129,5 +129,10 @@ def test_many_levels_stay_within_the_documented_bound(capacity):
     values, weights = parts[0].weighted_values()
     assert weights.sum() == data.size
     assert np.all(np.diff(values) >= 0)
+    # `quantiles` searches the runs; the definition walks the weighted
+    # values: the first whose cumulative weight reaches p * n.
+    cumulative = np.cumsum(weights)
+    first = np.searchsorted(cumulative, PROBABILITIES * data.size, side="left")
+    np.testing.assert_array_equal(got, values[np.minimum(first, values.size - 1)])
     bound = levels * data.size / (2 * capacity)
     assert _rank_error(data, got, PROBABILITIES) <= bound
