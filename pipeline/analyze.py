@@ -142,7 +142,7 @@ class _Passes:
                 | "Inputs" >> beam.Map(inputs, config=self.config)
                 | "CombineAndSave" >> SaveGlobally(combine, target)
             )
-        return load_saved(target)
+        return load_saved(target, combine)
 
 
 def first_phase(passes: _Passes) -> np.ndarray:

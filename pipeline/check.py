@@ -432,15 +432,15 @@ def check(
     options = PipelineOptions(list(beam_args))
     with data_errors_unwrapped(), _scratch(options) as work:
         target = posixpath.join(work, "check.npy")
+        combine = CheckCombineFn(elements, columns)
         with beam.Pipeline(options=options) as pipeline:
             _ = (
                 pipeline
                 | "Read" >> ReadRecordBatches(files, config, fmt)
                 | "Inputs" >> beam.Map(dense_batch, config=config)
-                | "CountAndSave"
-                >> SaveGlobally(CheckCombineFn(elements, columns), target)
+                | "CountAndSave" >> SaveGlobally(combine, target)
             )
-        totals = load_saved(target)
+        totals = load_saved(target, combine)
     checks = _compare(elements, stats, totals, columns)
     return CheckResult(
         artifacts=str(artifacts),

@@ -280,9 +280,11 @@ class ReadRecordBatches(beam.PTransform):
         def read(path: str) -> Iterator[pa.RecordBatch]:
             return counted(path, read_batches(path, config, fmt))
 
-        return (
-            pipeline
-            | "ListFiles" >> beam.Create(self._files)
-            | "Reshuffle" >> beam.Reshuffle()
-            | "ReadBatches" >> beam.FlatMap(read)
-        )
+        files = pipeline | "ListFiles" >> beam.Create(self._files)
+        if len(self._files) > 1:
+            # Lets a distributed runner read the files on different workers
+            # (it would otherwise fuse the reads with the listing). One file
+            # has nothing to spread, and the shuffle's stages cost about
+            # 0.05 s a pass on the in-process runner.
+            files = files | "Reshuffle" >> beam.Reshuffle()
+        return files | "ReadBatches" >> beam.FlatMap(read)

@@ -291,7 +291,7 @@ def run_transform(
                     output_format,
                     count_path,
                 )
-            rows = int(load_saved(count_path))
+            rows = int(load_saved(count_path, sum))
         written = sorted(p for p in staging.iterdir() if p.name.startswith("part"))
         names = [str(Path(output).absolute() / p.name) for p in written]
     seconds = time.monotonic() - started
