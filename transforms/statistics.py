@@ -209,6 +209,23 @@ def bin_counts(
     return counts, below, above
 
 
+def sorted_bin_counts(
+    ordered: np.ndarray, edges: np.ndarray, top_bucket: bool = False
+) -> tuple[np.ndarray, int, int]:
+    """`bin_counts` of one column from its finite values sorted: the same
+    counts, `below` and `above`, found by searching the edges among the
+    values (`ordered` ascending, no NaN; `edges` `[K + 1]`)."""
+    left = np.searchsorted(ordered, edges, side="left")  # values < each edge
+    to_top = int(np.searchsorted(ordered, edges[-1], side="right"))  # <= the last
+    counts = np.diff(left)
+    at_top = to_top - int(left[-1])
+    if top_bucket:
+        counts = np.append(counts, at_top)
+    else:
+        counts[-1] += at_top
+    return counts, int(left[0]), ordered.size - to_top
+
+
 def output_histogram(
     fine_edges: np.ndarray,
     fine_counts: np.ndarray,

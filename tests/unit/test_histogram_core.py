@@ -8,6 +8,7 @@ from tanhguard.transforms.statistics import (
     histogram_edges,
     histogram_range,
     output_histogram,
+    sorted_bin_counts,
 )
 
 F32_MAX = float(np.finfo(np.float32).max)
@@ -66,6 +67,34 @@ def test_bin_counts_correct_the_guesses_rounding_puts_in_the_next_bin():
         off_low += np.count_nonzero(inside & (guess[:, column] < exact))
         off_high += np.count_nonzero(inside & (guess[:, column] > exact))
     assert off_low > 0 and off_high > 0  # both corrections were needed
+
+
+@pytest.mark.parametrize("top_bucket", [False, True])
+def test_sorted_bin_counts_are_bin_counts_of_the_sorted_values(top_bucket):
+    """The fit phase's route (sort, then search the edges) against the
+    direct one and numpy, with values on and one ulp around every edge,
+    ties, and values outside the range on both sides."""
+    rng = np.random.default_rng(5)
+    edges = histogram_edges(np.array([-0.3]), np.array([2.9]), 61)
+    on_edges = np.concatenate(
+        [edges[0], np.nextafter(edges[0], -np.inf), np.nextafter(edges[0], np.inf)]
+    )
+    values = np.concatenate(
+        [rng.standard_t(2, 5000), on_edges, np.full(40, edges[0, -1]), [-50.0, 50.0]]
+    )
+    ordered = np.sort(values)
+    counts, below, above = sorted_bin_counts(ordered, edges[0], top_bucket)
+    expected = bin_counts(values[:, np.newaxis], edges, top_bucket)
+    np.testing.assert_array_equal(counts, expected[0][0])
+    assert (below, above) == (expected[1][0], expected[2][0])
+    assert below == np.count_nonzero(values < -0.3)
+    assert above == np.count_nonzero(values > edges[0, -1])
+    numpy_counts, _ = np.histogram(values, bins=edges[0])
+    if top_bucket:
+        at_top = np.count_nonzero(values == edges[0, -1])
+        numpy_counts[-1] -= at_top
+        numpy_counts = np.append(numpy_counts, at_top)
+    np.testing.assert_array_equal(counts, numpy_counts)
 
 
 def test_top_bucket_holds_the_values_equal_to_the_last_edge():
