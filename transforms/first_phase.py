@@ -206,8 +206,12 @@ class FirstPhaseCombineFn(beam.CombineFn):
     def add_input(self, accumulator, batch):
         x_all = np.asarray(batch[0], dtype=np.float32)
         missing_all = np.asarray(batch[1], dtype=bool)
+        every = np.arange(x_all.shape[1])
         for group, (_, columns, pooled) in zip(accumulator, self._groups, strict=True):
-            x, missing = x_all[:, columns].T, missing_all[:, columns].T
+            if np.array_equal(columns, every):  # one group: no copy to select
+                x, missing = x_all.T, missing_all.T
+            else:
+                x, missing = x_all[:, columns].T, missing_all[:, columns].T
             if pooled:  # one column of every element
                 x, missing = x.reshape(1, -1), missing.reshape(1, -1)
             x, missing = np.ascontiguousarray(x), np.ascontiguousarray(missing)
