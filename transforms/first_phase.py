@@ -160,7 +160,7 @@ def _column_part(
     if count:
         mean, m2 = mean_and_m2(values.astype(np.float64))
         low, high = values.min(), values.max()
-        summary.add(values)
+        summary.extend(values)  # a copy `split_finite` made
     return (count, gone, nan - gone, pos_inf, neg_inf, zeros, mean, m2), low, high
 
 

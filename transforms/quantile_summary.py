@@ -101,7 +101,12 @@ class QuantileSummary:
     def add(self, values: np.ndarray) -> None:
         """Adds values (any order; NaN skipped)."""
         values = np.asarray(values, dtype=self.dtype).ravel()
-        values = values[~np.isnan(values)]  # a copy: the caller may reuse its array
+        self.extend(values[~np.isnan(values)])  # a copy: the caller may reuse its array
+
+    def extend(self, values: np.ndarray) -> None:
+        """Adds 1-D values without NaN, any order, which the summary may keep
+        (the caller gives them up)."""
+        values = np.asarray(values, dtype=self.dtype)
         if not values.size:
             return
         self.count += values.size
