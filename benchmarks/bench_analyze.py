@@ -621,10 +621,18 @@ def main(argv: list[str]) -> int:
     # Every child (the lower bound and the peer too) gets the NumPy sorting
     # kernels the command line picks (AVX2 on AMD Zen 4: `pipeline/simd.py`);
     # this process has imported NumPy, its children have not.
+    # So does glibc's malloc setting (`pipeline/malloc.py`), which the
+    # children read from the environment when they start.
+    from tanhguard.pipeline.malloc import TRIM_THRESHOLD_ENV, keep_freed_memory
     from tanhguard.pipeline.simd import NPY_DISABLE, prefer_avx2_sort
 
     prefer_avx2_sort(os.environ, numpy_loaded=False)
-    print(load_line(), f"{NPY_DISABLE}={os.environ.get(NPY_DISABLE, '')!r}")
+    keep_freed_memory(os.environ)
+    print(
+        load_line(),
+        f"{NPY_DISABLE}={os.environ.get(NPY_DISABLE, '')!r}",
+        f"{TRIM_THRESHOLD_ENV}={os.environ.get(TRIM_THRESHOLD_ENV, '')!r}",
+    )
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         if "analyze" in parts or "transform" in parts:

@@ -398,9 +398,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ...`, and exit status 1; a usage error exits 2 (argparse).
     """
     args, beam_args = _parser().parse_known_args(argv)
+    from tanhguard.pipeline.malloc import keep_freed_memory
     from tanhguard.pipeline.simd import prefer_avx2_sort
 
     prefer_avx2_sort()  # before NumPy is imported (see `simd`)
+    keep_freed_memory()  # glibc keeps what a batch freed (see `malloc`)
     if args.command in KERAS_FREE_COMMANDS:
         os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     hint = _unquoted_glob_hint(args, beam_args)
