@@ -44,7 +44,7 @@ from tanhguard.pipeline.readers import ReadRecordBatches, resolve_inputs
 from tanhguard.pipeline.stats_json import STATS_FORMAT_VERSION, unpack_stats_vector
 from tanhguard.pipeline.tfdv_stats import write_tfdv_stats
 from tanhguard.pipeline.workdir import SCRATCH, SaveGlobally, load_saved, work_dir
-from tanhguard.transforms.config import Config, load_config
+from tanhguard.transforms.config import Config
 from tanhguard.transforms.first_phase import FirstPhaseCombineFn
 from tanhguard.transforms.fit_phase import (
     FitPhaseCombineFn,
@@ -54,7 +54,7 @@ from tanhguard.transforms.fit_phase import (
 from tanhguard.transforms.parallel import thread_count
 from tanhguard.transforms.slots import Slot, needs_mad, plan_slots, slot_output_bounds
 
-__all__ = ["AnalyzeFeatures", "analyze", "load_stats", "run_analyze"]
+__all__ = ["AnalyzeFeatures", "load_stats", "run_analyze"]
 
 logger = logging.getLogger(__name__)
 
@@ -396,21 +396,3 @@ def _analyze(
                 config, work, rows_prefix, rows_format
             )
     return vector
-
-
-def analyze(
-    config: Config | str | Path,
-    data: str,
-    output: str | Path,
-    beam_args: Sequence[str] = (),
-    overwrite: bool = False,
-    fmt: str | None = None,
-) -> dict[str, Any]:
-    """`tanhguard analyze` as a function: `run_analyze` with the config given
-    as a validated `Config` or the path of a YAML file.
-
-    Example: `tanhguard.analyze("configs/demo.yaml", "data.csv", "artifacts")`.
-    """
-    if not isinstance(config, Config):
-        config = load_config(config)
-    return run_analyze(config, data, output, beam_args, overwrite=overwrite, fmt=fmt)

@@ -45,7 +45,7 @@ _LAZY = {
     "Config": "tanhguard.transforms.config",
     "load_config": "tanhguard.transforms.config",
     "parse_config": "tanhguard.transforms.config",
-    "analyze": "tanhguard.pipeline.analyze",
+    "analyze": "tanhguard.pipeline.api",
     "transform": "tanhguard.pipeline.transform_job",
     "export": "tanhguard.pipeline.export",
     "attach": "tanhguard.pipeline.keras_attach",

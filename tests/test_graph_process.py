@@ -301,3 +301,33 @@ def test_a_large_input_lowers_the_graph_processs_priority(job, threshold, yields
     expected = min(own + 10, 19) - own if yields else 0
     assert f"niceness {expected}\n" in done.stderr
     assert (job / output / "transform_fn" / "saved_model.pb").exists()
+
+
+def test_the_python_api_starts_the_graph_process_before_importing_beam(job):
+    """`tanhguard.analyze` in a fresh script, as the command line: the graph
+    process starts (and imports TensorFlow) before Beam is imported, and the
+    analysis takes that process."""
+    script = (
+        "import sys\n"
+        "from tanhguard.pipeline import graph_process\n"
+        "original = graph_process.GraphProcess.__init__\n"
+        "def init(self):\n"
+        "    print('beam loaded at start:', 'apache_beam' in sys.modules,\n"
+        "          file=sys.stderr)\n"
+        "    original(self)\n"
+        "graph_process.GraphProcess.__init__ = init\n"
+        "import tanhguard\n"
+        "stats = tanhguard.analyze('c.yaml', 'd.csv', 'api')\n"
+        "print('rows', stats['num_rows'], 'tensorflow here:',\n"
+        "      'tensorflow' in sys.modules, file=sys.stderr)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=job, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    # One graph process, started before Beam; the graph saved there.
+    assert done.stderr.count("beam loaded at start:") == 1
+    assert "beam loaded at start: False" in done.stderr
+    assert "rows 2000 tensorflow here: False" in done.stderr
+    assert (job / "api" / "transform_fn" / "saved_model.pb").exists()
