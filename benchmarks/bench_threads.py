@@ -20,7 +20,16 @@ import os
 import sys
 import time
 
-import numpy as np
+# As the command line, before NumPy is imported: its AVX2 sorting kernels on
+# AMD Zen 4 (`pipeline/simd.py`) and glibc keeping freed memory
+# (`pipeline/malloc.py`).
+from tanhguard.pipeline.malloc import keep_freed_memory
+from tanhguard.pipeline.simd import prefer_avx2_sort
+
+prefer_avx2_sort()
+keep_freed_memory()
+
+import numpy as np  # noqa: E402
 
 BATCH = 65_536
 
@@ -36,7 +45,7 @@ def _batches(rows: int, seed: int = 0) -> list[np.ndarray]:
     for start in range(0, rows, BATCH):
         x = rng.standard_t(2, (min(BATCH, rows - start), 10)).astype(np.float32)
         x[rng.random(x.shape) < 0.01] = np.nan
-        batches.append(x)
+        batches.append(np.asfortranarray(x))  # column-major, as `dense_batch`
     return batches
 
 
