@@ -9,12 +9,10 @@ Writes, into the output directory:
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import importlib.metadata
 import logging
-import os
 import posixpath
 import sys
 import time
@@ -210,16 +208,6 @@ def _versions() -> dict[str, str]:
     }
 
 
-def _input_bytes(files: Sequence[str]) -> int:
-    """The local files' total size (a remote file counts 0)."""
-    total = 0
-    for path in files:
-        if fs.is_local(path):
-            with contextlib.suppress(OSError):
-                total += os.path.getsize(path)
-    return total
-
-
 def _require_rows(files: Sequence[str], has_rows: bool) -> None:
     if not has_rows:
         raise DataError(
@@ -278,8 +266,6 @@ def run_analyze(
             graph = None
         if graph is None:
             logger.debug("TensorFlow is loaded: the graph is saved in this process")
-        elif _input_bytes(files) >= graph_process.YIELD_INPUT_BYTES:
-            graph.yield_cpu()
         _require_rows(files, has_rows)
         logger.info("analyzing %d %s file(s) matching %s", len(files), fmt, data)
         preload_charts()  # for report.html, while the passes run

@@ -105,14 +105,6 @@ def write_graph(
     write_raw_metadata(staging, config)
 
 
-# Input at least this large (local files' bytes) makes the graph process
-# yield the CPU to the passes (`GraphProcess.yield_cpu`): 256 MiB is some
-# 2.6M CSV or 5.9M Parquet rows of 10 float columns, where the passes take
-# about as long as the graph process or longer.
-YIELD_INPUT_BYTES = 256 << 20
-YIELD_NICENESS = 10  # added to the command's own
-
-
 class GraphProcess:
     """A child process that saves the graph once it has the statistics."""
 
@@ -206,22 +198,6 @@ class GraphProcess:
         if lines:
             return f"exit status {status}: {lines[-1]}"
         return f"exit status {status}, without a message"
-
-    def yield_cpu(self) -> None:
-        """Lowers the child's CPU priority (its niceness `YIELD_NICENESS`
-        above this process's, at most 19), for a large input: the passes
-        then outlast its imports and trace by seconds, and where there are
-        fewer free cores than the two processes' threads, the passes should
-        not wait for it. On the 2-core machine, at 10M Parquet rows, the
-        first pass took 2.2 s against 2.4-2.6 s; at 1M, where the graph
-        process finishes last, the run took 0.15 s longer."""
-        if not hasattr(os, "setpriority"):  # not POSIX
-            return
-        own = os.getpriority(os.PRIO_PROCESS, 0)
-        with contextlib.suppress(OSError):  # it has ended
-            os.setpriority(
-                os.PRIO_PROCESS, self._process.pid, min(own + YIELD_NICENESS, 19)
-            )
 
     def stop(self) -> None:
         """Ends the child if it still runs (the driver is leaving)."""

@@ -271,38 +271,6 @@ def test_a_graph_that_does_not_hold_the_statistics_is_an_error(job, monkeypatch)
     assert not (job / "differs").exists()
 
 
-@pytest.mark.parametrize("threshold, yields", [(1, True), (1 << 40, False)])
-def test_a_large_input_lowers_the_graph_processs_priority(job, threshold, yields):
-    """At `YIELD_INPUT_BYTES` or more of input the graph process runs at a
-    lower CPU priority than the command (set while it imports TensorFlow);
-    below, at the same. Here the threshold is moved around the input's size."""
-    script = (
-        "import os, sys\n"
-        "from tanhguard.pipeline import graph_process\n"
-        f"graph_process.YIELD_INPUT_BYTES = {threshold}\n"
-        "original = graph_process.GraphProcess.wait\n"
-        "def wait(self):\n"
-        "    pid = self._process.pid\n"
-        "    print('niceness', os.getpriority(os.PRIO_PROCESS, pid) -\n"
-        "          os.getpriority(os.PRIO_PROCESS, 0), file=sys.stderr)\n"
-        "    return original(self)\n"
-        "graph_process.GraphProcess.wait = wait\n"
-        "from tanhguard.pipeline.cli import main\n"
-        "sys.exit(main(sys.argv[1:]))\n"
-    )
-    output = f"nice-{yields}"
-    done = subprocess.run(
-        [sys.executable, "-c", script, "analyze", "--config", "c.yaml",
-         "--data", "d.csv", "--output", output],
-        cwd=job, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    own = os.getpriority(os.PRIO_PROCESS, 0)
-    expected = min(own + 10, 19) - own if yields else 0
-    assert f"niceness {expected}\n" in done.stderr
-    assert (job / output / "transform_fn" / "saved_model.pb").exists()
-
-
 def test_the_python_api_starts_the_graph_process_before_importing_beam(job):
     """`tanhguard.analyze` in a fresh script, as the command line: the graph
     process starts (and imports TensorFlow) before Beam is imported, and the
