@@ -200,7 +200,8 @@ class QuantileSummary:
         ranks = np.asarray(probabilities, dtype=np.float64) * total
         low = np.zeros(ranks.shape, np.int64)
         high = np.full(ranks.shape, candidates.size - 1, np.int64)
-        while np.any(low < high):
+        # A probability above 1 (or NaN) reaches no rank: the largest value.
+        while np.any(active := low < high):
             middle = (low + high) // 2
             values = candidates[middle]
             rank = sum(
@@ -208,8 +209,8 @@ class QuantileSummary:
                 for run, weight in parts
             )
             reached = rank >= ranks
-            high = np.where(reached, middle, high)
-            low = np.where(reached, low, middle + 1)
+            high = np.where(active & reached, middle, high)
+            low = np.where(active & ~reached, middle + 1, low)
         return candidates[low]
 
 

@@ -136,3 +136,13 @@ def test_many_levels_stay_within_the_documented_bound(capacity):
     np.testing.assert_array_equal(got, values[np.minimum(first, values.size - 1)])
     bound = levels * data.size / (2 * capacity)
     assert _rank_error(data, got, PROBABILITIES) <= bound
+
+
+def test_probabilities_outside_0_1_give_the_extremes():
+    """Below 0: the smallest value; above 1 or NaN: the largest (no rank
+    reaches them), whatever the other probabilities asked at once."""
+    summary = QuantileSummary(1000, np.float32)
+    summary.add(np.array([5.0, 1.0, 3.0, 2.0, 4.0, 11.0], np.float32))
+    got = summary.quantiles([0.5, 1.5, -0.5, np.nan, 0.0, 1.0])
+    # Ranks 3, 9 (none), -3, NaN (none), 0 and 6 of the sorted 1 2 3 4 5 11.
+    np.testing.assert_array_equal(got, [3.0, 11.0, 1.0, 11.0, 1.0, 11.0])
