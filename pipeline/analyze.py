@@ -36,6 +36,7 @@ from tanhguard.pipeline.batch_layout import (
 from tanhguard.pipeline.graph_process import GraphProcess, write_graph
 from tanhguard.pipeline.html_report import preload_charts, write_report
 from tanhguard.pipeline.job_errors import data_errors_unwrapped
+from tanhguard.pipeline.malloc import malloc_enabled
 from tanhguard.pipeline.output_dir import publish_dir
 from tanhguard.pipeline.progress import load_tensorflow
 from tanhguard.pipeline.readers import ReadRecordBatches, resolve_inputs
@@ -258,6 +259,7 @@ def run_analyze(
     try:
         thread_count()  # a bad TANHGUARD_THREADS fails here, not in a worker
         spill.spill_enabled()  # and a bad TANHGUARD_SPILL
+        malloc_enabled()  # and TANHGUARD_MALLOC (the command line read it)
         files, fmt, has_rows = resolve_inputs(data, config, fmt)
         if graph is not None and "tensorflow" in sys.modules:
             # The input needed TensorFlow here (TFRecord, a `gs://` path):

@@ -156,8 +156,9 @@ def test_a_lost_batch_reads_the_input_again(data, caplog, monkeypatch):
     assert _numbers(lost) == _numbers(reference)
 
 
-def test_a_bad_spill_setting_is_one_line_before_any_pass(data):
-    env = dict(os.environ, TANHGUARD_SPILL="yes")
+@pytest.mark.parametrize("variable", ["TANHGUARD_SPILL", "TANHGUARD_MALLOC"])
+def test_a_bad_spill_or_malloc_setting_is_one_line_before_any_pass(data, variable):
+    env = dict(os.environ, **{variable: "yes"})
     (data / "c.yaml").write_text(json.dumps({"features": {"heavy": {}}}))
     done = subprocess.run(
         [sys.executable, "-m", "tanhguard.pipeline.cli", "analyze", "--config",
@@ -166,7 +167,7 @@ def test_a_bad_spill_setting_is_one_line_before_any_pass(data):
     )  # fmt: skip
     assert done.returncode == 1
     assert done.stderr.strip().splitlines()[-1] == (
-        "tanhguard: error: TANHGUARD_SPILL must be 0 or 1. Received: 'yes'"
+        f"tanhguard: error: {variable} must be 0 or 1. Received: 'yes'"
     )
     assert "pass 1" not in done.stderr
     assert not (data / "bad-setting").exists()

@@ -7,13 +7,16 @@ import sys
 
 import pytest
 
+from tanhguard.errors import ConfigError
 from tanhguard.pipeline.malloc import (
+    MALLOC_ENV,
     MMAP_THRESHOLD,
     MMAP_THRESHOLD_ENV,
     TRIM_THRESHOLD,
     TRIM_THRESHOLD_ENV,
     is_glibc,
     keep_freed_memory,
+    malloc_enabled,
 )
 
 needs_glibc = pytest.mark.skipif(not is_glibc(), reason="glibc's malloc only")
@@ -78,8 +81,35 @@ def test_sets_the_variables_for_the_processes_it_starts():
     }
 
 
-@pytest.mark.parametrize("variable", [MMAP_THRESHOLD_ENV, TRIM_THRESHOLD_ENV])
-def test_a_users_own_setting_is_left_alone(variable):
-    environ = {variable: "131072"}
+@pytest.mark.parametrize(
+    "variable, value",
+    [
+        (MMAP_THRESHOLD_ENV, "131072"),
+        (TRIM_THRESHOLD_ENV, "131072"),
+        ("GLIBC_TUNABLES", "glibc.malloc.trim_threshold=131072"),
+        (MALLOC_ENV, "0"),
+    ],
+)
+def test_a_users_own_setting_is_left_alone(variable, value):
+    environ = {variable: value}
     assert keep_freed_memory(environ) is False
-    assert environ == {variable: "131072"}
+    assert environ == {variable: value}
+
+
+@needs_glibc
+def test_other_tunables_do_not_count_as_a_malloc_choice():
+    environ = {"GLIBC_TUNABLES": "glibc.cpu.hwcaps=-AVX512F", MALLOC_ENV: "1"}
+    assert keep_freed_memory(environ) is True
+    assert environ[TRIM_THRESHOLD_ENV] == str(TRIM_THRESHOLD)
+
+
+def test_the_switch_takes_0_or_1_and_names_itself_otherwise():
+    assert malloc_enabled({}) is True
+    assert malloc_enabled({MALLOC_ENV: "1"}) is True
+    assert malloc_enabled({MALLOC_ENV: " 0 "}) is False
+    with pytest.raises(ConfigError, match="TANHGUARD_MALLOC must be 0 or 1"):
+        malloc_enabled({MALLOC_ENV: "off"})
+    # Left alone by the command line; `malloc_enabled` reports it where a
+    # job starts (`run_analyze`).
+    environ = {MALLOC_ENV: "off"}
+    assert keep_freed_memory(environ) is False
