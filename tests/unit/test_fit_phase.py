@@ -293,6 +293,32 @@ def test_fit_part_moments_apply_each_slots_bounds_and_g_to_its_own_columns():
     assert moments.above.tolist() == [1, 0, 2, 1, 1]  # +Inf counts
 
 
+@pytest.mark.parametrize("value", [1e16, -1e17, 3e38])
+def test_histograms_of_one_value_beyond_2_53_are_numpys(value):
+    """One value repeated, so large that the raw range's `lo - 0.5` and
+    `hi + 0.5` round back to it: its edges take few distinct values, and
+    the fine edges are all equal. The raw counts are numpy.histogram's over
+    the same edges; every value is counted once in the output's fine
+    buckets."""
+    from tanhguard.transforms.first_phase import FirstPhaseCombineFn
+    from tanhguard.transforms.fit_phase import fit_plan
+    from tanhguard.transforms.slots import slot_output_bounds
+
+    config = parse_config({"features": {"x": {}}})
+    x = np.full((1000, 1), value, np.float32)
+    first = FirstPhaseCombineFn(config)
+    accumulator = first.add_input(first.create_accumulator(), [x, np.isnan(x)])
+    parameters = first.extract_output(accumulator)
+    slots = plan_slots(config)
+    plan = fit_plan(slots, parameters, np.full(1, np.nan), slot_output_bounds(config))
+    _, histograms = fit_part(x, slots, *plan)
+    raw_edges = plan[2].raw[0]
+    expected, _ = np.histogram(x[:, 0].astype(np.float64), bins=raw_edges)
+    np.testing.assert_array_equal(histograms.raw[0], expected)
+    assert histograms.raw[0].sum() + histograms.below[0] + histograms.above[0] == 1000
+    assert histograms.fine[0].sum() == 1000
+
+
 # --- final_bounds on hand-made parameters -----------------------------------
 
 
