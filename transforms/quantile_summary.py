@@ -129,11 +129,8 @@ class QuantileSummary:
         self.pending_size = rest.size
 
     def _carry(self, buffer: np.ndarray, level: int) -> None:
-        while len(self.levels) <= level:
-            self.levels.append(None)
-            self._offsets.append(0)
         while True:
-            if level == len(self.levels):
+            while len(self.levels) <= level:
                 self.levels.append(None)
                 self._offsets.append(0)
             held = self.levels[level]
