@@ -186,12 +186,15 @@ class FirstPhaseCombineFn(beam.CombineFn):
     def __init__(self, config: Config):
         self._config = config
         columns = element_columns(config)
-        self._groups: list[tuple[GroupKey, np.ndarray, bool]] = []
+        every = np.arange(sum(len(found) for found in columns.values()))
+        self._groups: list[tuple[GroupKey, np.ndarray | slice, bool]] = []
         self._quantiles: list[QuantilesCombineFn] = []
         for key, names in statistics_groups(config).items():
             grid, pooled = key
             selected = np.concatenate([columns[name] for name in names])
             width = 1 if pooled is not None else len(selected)
+            if np.array_equal(selected, every):  # one group: select without a copy
+                selected = slice(None)
             self._groups.append((key, selected, pooled is not None))
             self._quantiles.append(
                 QuantilesCombineFn(width, grid, quantile_epsilon(grid))
@@ -206,12 +209,8 @@ class FirstPhaseCombineFn(beam.CombineFn):
     def add_input(self, accumulator, batch):
         x_all = np.asarray(batch[0], dtype=np.float32)
         missing_all = np.asarray(batch[1], dtype=bool)
-        every = np.arange(x_all.shape[1])
         for group, (_, columns, pooled) in zip(accumulator, self._groups, strict=True):
-            if np.array_equal(columns, every):  # one group: no copy to select
-                x, missing = x_all.T, missing_all.T
-            else:
-                x, missing = x_all[:, columns].T, missing_all[:, columns].T
+            x, missing = x_all[:, columns].T, missing_all[:, columns].T
             if pooled:  # one column of every element
                 x, missing = x.reshape(1, -1), missing.reshape(1, -1)
             x, missing = np.ascontiguousarray(x), np.ascontiguousarray(missing)
