@@ -79,7 +79,10 @@ def keep_freed_memory(environ: MutableMapping[str, str] = os.environ) -> bool:
     is not `1` (a bad value is reported by `malloc_enabled` where a job
     starts) or the user chose glibc's malloc settings. Returns whether it
     did."""
-    if environ.get(MALLOC_ENV, "").strip() not in ("", "1"):
+    try:
+        if not malloc_enabled(environ):
+            return False
+    except ConfigError:  # reported where a job starts
         return False
     if _users_choice(environ) or not is_glibc():
         return False
