@@ -93,9 +93,10 @@ def load_artifacts_config(artifacts: str | Path) -> Config:
     return parse_config(stats["config"])
 
 
-def check_transform_graph(artifacts: str | Path) -> None:
+def check_transform_graph(artifacts: str | Path):
     """Checks that `transform_fn/saved_model.pb` parses as a SavedModel (a
-    cheap check before a job or an export loads it).
+    cheap check before a job or an export loads it); returns it (a
+    `SavedModel` protocol buffer).
 
     Raises:
       ArtifactsError: it is missing, unreadable or corrupt.
@@ -104,8 +105,9 @@ def check_transform_graph(artifacts: str | Path) -> None:
     from tensorflow.core.protobuf import saved_model_pb2
 
     path = Path(artifacts) / TRANSFORM_FN_DIR / "saved_model.pb"
+    saved_model = saved_model_pb2.SavedModel()
     try:
-        saved_model_pb2.SavedModel().ParseFromString(path.read_bytes())
+        saved_model.ParseFromString(path.read_bytes())
     except OSError as error:
         raise ArtifactsError(
             f"{path}: cannot read the transform graph: {error.strerror or error}"
@@ -115,6 +117,31 @@ def check_transform_graph(artifacts: str | Path) -> None:
             f"{path}: not a valid SavedModel (corrupt or truncated); write the "
             "artifacts again with `tanhguard analyze`"
         ) from None
+    return saved_model
+
+
+def passes_full_inputs_through(artifacts: str | Path) -> bool:
+    """Whether the transform graph has the branch that passes full sparse
+    inputs through without reading their indices (`mappers.densify_all`'s
+    `FULL_INPUTS_BRANCH`, a conditional of that name in one of its
+    functions). A graph written before that branch existed scatters every
+    input, reading the indices.
+
+    Raises:
+      ArtifactsError: as `check_transform_graph`.
+    """
+    from tanhguard.transforms.mappers import FULL_INPUTS_BRANCH
+
+    conditionals = {"If", "StatelessIf"}
+    for meta_graph in check_transform_graph(artifacts).meta_graphs:
+        for function in meta_graph.graph_def.library.function:
+            for node in function.node_def:
+                if (
+                    node.op in conditionals
+                    and node.name.rsplit("/", 1)[-1] == FULL_INPUTS_BRANCH
+                ):
+                    return True
+    return False
 
 
 def write_raw_metadata(directory: str | Path, config: Config) -> None:

@@ -29,7 +29,10 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from tanhguard.errors import ExportError
-from tanhguard.pipeline.artifacts import load_artifacts_config
+from tanhguard.pipeline.artifacts import (
+    load_artifacts_config,
+    passes_full_inputs_through,
+)
 from tanhguard.pipeline.batch_layout import raw_feature_spec
 from tanhguard.transforms.config import Config
 
@@ -109,6 +112,8 @@ class Preprocessor(tf.Module):
         self.config = load_artifacts_config(artifacts)
         self.transform_output = tft.TFTransformOutput(str(artifacts))
         self.tft_layer = self.transform_output.transform_features_layer()
+        # Whether full inputs may go without indices (see `raw_tensors`).
+        self._full_inputs_pass_through = passes_full_inputs_through(artifacts)
 
     def __repr__(self) -> str:
         names = list(self.config.features)
@@ -155,7 +160,13 @@ class Preprocessor(tf.Module):
         A given feature's values are all present (but NaN in an `int` one
         given as floats): the features of one size share their indices (all
         `[batch, size]` positions, row-major) and dense shape, a few ops
-        whatever the number of features.
+        whatever the number of features. In a graph, when every feature is
+        given and none is an `int` one given as floats, every input is full,
+        and the transform graph passes full inputs through without reading
+        their indices: then they are given empty, which saves writing 16
+        bytes a value (0.2 ms of a 1.3 ms call of the demo config at 100,000
+        rows). Only for a graph that has that branch
+        (`passes_full_inputs_through`); an older one gets every position.
 
         Raises:
           ExportError: an unknown feature name, a wrong shape or batch size,
@@ -224,6 +235,21 @@ class Preprocessor(tf.Module):
                 if name in converted:
                     columns[name] = tf.reshape(converted[name], widths[name])
         indices: dict[int, tf.Tensor] = {}
+        if (
+            checks
+            and self._full_inputs_pass_through
+            and not rounded
+            and len(columns) == len(self.config.features)
+        ):
+            # Full (the shape check holds them to `batch * size` values):
+            # the graph's full branch takes the values as they are. In a
+            # graph, with no known length: a `SparseTensor` checks that its
+            # indices are as long as its values when both lengths are known
+            # (as they always are eagerly, where speed matters less).
+            unread = tf.raw_ops.PlaceholderWithDefault(
+                input=tf.zeros([0, 2], tf.int64), shape=[None, 2]
+            )
+            indices = {size: unread for size in shapes}
         # The graph's inputs are keyed by source column (`Config.source_column`).
         sparse = {}
         for name, feature in self.config.features.items():

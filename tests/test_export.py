@@ -13,6 +13,7 @@ import tf_keras
 from graph_oracle import dense_as_sparse
 
 from tanhguard.pipeline.analyze import run_analyze
+from tanhguard.pipeline.artifacts import passes_full_inputs_through
 from tanhguard.pipeline.cli import EXIT_ERROR, EXIT_OK, main
 from tanhguard.pipeline.demo import demo_config, generate_demo_rows, write_demo_csv
 from tanhguard.pipeline.export import (
@@ -23,6 +24,7 @@ from tanhguard.pipeline.export import (
     load_keras_model,
     model_matrix,
 )
+from tanhguard.transforms import mappers, preprocessing
 
 ROWS = 3000
 CONFIG = demo_config()
@@ -222,16 +224,68 @@ def _sparse_reference(artifacts, raw: dict, rows: int) -> dict[str, np.ndarray]:
     return {k: v.numpy() for k, v in output.transform_raw_features(tensors).items()}
 
 
-def test_preprocessor_with_an_absent_feature_and_float_ints_matches_tft(artifacts):
-    # Not every value present: the graph scatters, reading the indices.
+@pytest.mark.parametrize(
+    "absent_fare, float_passengers", [(True, True), (True, False), (False, True)]
+)
+def test_preprocessor_with_an_absent_feature_or_float_ints_matches_tft(
+    artifacts, absent_fare, float_passengers
+):
+    # Not every value present: the graph scatters, reading the indices of
+    # every input, the full ones too.
     raw = _hostile(_raw_rows(40, seed=26))
-    del raw["fare"]
-    passengers = raw["passengers"].astype(np.float64)
-    passengers[::5] = np.nan
-    passengers[1::5] += 0.4
-    raw["passengers"] = passengers
+    if absent_fare:
+        del raw["fare"]
+    if float_passengers:
+        passengers = raw["passengers"].astype(np.float64)
+        passengers[::5] = np.nan
+        passengers[1::5] += 0.4
+        raw["passengers"] = passengers
     want = _sparse_reference(artifacts, raw, 40)
     preprocessor = Preprocessor(artifacts)
+    _assert_same(preprocessor(raw), want)
+    traced = tf.function(preprocessor.__call__)
+    _assert_same(traced({name: tf.constant(v) for name, v in raw.items()}), want)
+
+
+def _scatter_every_input(features, name=None):
+    """`densify_all` as graphs before the full-inputs branch had it: every
+    sparse input scattered into NaN, reading its indices."""
+    results = []
+    with tf.name_scope(name or "densify"):
+        for values, size in features:
+            shape = tf.stack([values.dense_shape[0], tf.constant(size, tf.int64)])
+            flat = tf.reshape(
+                tf.sparse.to_dense(
+                    tf.SparseTensor(
+                        values.indices, tf.cast(values.values, tf.float32), shape
+                    ),
+                    default_value=float("nan"),
+                ),
+                [-1],
+            )
+            missing = mappers._missing(values, size)
+            results.append(
+                mappers.Densified(tf.reshape(flat, [-1, size]), missing, flat)
+            )
+    return results
+
+
+def test_a_graph_without_the_full_inputs_branch_gets_every_index(
+    artifacts, tmp_path, monkeypatch
+):
+    # Artifacts written before the branch existed: their graph reads the
+    # indices of full inputs too, so the serving side must write them.
+    assert passes_full_inputs_through(artifacts)
+    monkeypatch.setattr(preprocessing, "densify_all", _scatter_every_input)
+    old = tmp_path / "artifacts"
+    run_analyze(CONFIG, str(artifacts.parent / "demo.csv"), old)
+    monkeypatch.undo()
+    assert not passes_full_inputs_through(old)
+    raw = _hostile(_raw_rows(30, seed=27))
+    want = _reference(old, raw)
+    # The old graph's numbers are this one's (only the densify differs).
+    _assert_same(want, _reference(artifacts, raw))
+    preprocessor = Preprocessor(old)
     _assert_same(preprocessor(raw), want)
     traced = tf.function(preprocessor.__call__)
     _assert_same(traced({name: tf.constant(v) for name, v in raw.items()}), want)

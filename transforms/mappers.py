@@ -48,6 +48,11 @@ import tensorflow as tf
 from tanhguard.transforms.slots import float32_bound
 
 INDICATORS = ("missing", "clipped")
+# The name of `densify_all`'s branch that passes full sparse inputs through
+# without reading their indices. A serving wrapper looks for it in a saved
+# transform graph before it hands such a graph full inputs with no indices
+# (`pipeline/serving.py`): a graph without it scatters every input.
+FULL_INPUTS_BRANCH = "full_inputs_pass_through"
 
 
 def _all_full(
@@ -145,7 +150,10 @@ def densify_all(
     through untouched; otherwise each is scattered into NaN. Scattering
     costs a batch of 100,000 rows more than the formula; one branch for all
     costs a serving call less than one per feature, and the branch that is
-    not taken costs it little when it is short. Dense inputs are only cast.
+    not taken costs it little when it is short. The full branch reads no
+    indices: a caller that knows every input is full may give empty ones
+    (the branch is named `FULL_INPUTS_BRANCH`, so that a caller can tell a
+    saved graph that has it). Dense inputs are only cast.
     """
     with tf.name_scope(name or "densify"):
         features = [
@@ -175,7 +183,9 @@ def densify_all(
                     )
                 ]
 
-            dense_sparse = list(tf.cond(full, lambda: floats, scattered))
+            dense_sparse = list(
+                tf.cond(full, lambda: floats, scattered, name=FULL_INPUTS_BRANCH)
+            )
         results = []
         for values, size in features:
             if isinstance(values, tf.SparseTensor):
