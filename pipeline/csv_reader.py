@@ -36,6 +36,7 @@ from tanhguard.pipeline.batch_layout import (
     is_gzip,
     one_line,
 )
+from tanhguard.pipeline.read_ahead import read_ahead
 from tanhguard.transforms.config import Config
 
 # Arrow's CSV block size: each block becomes one record batch (one TFT batch).
@@ -206,7 +207,10 @@ def check_header(path: str, config: Config) -> bool:
 def read_csv_batches(
     path: str, config: Config, block_size: int = DEFAULT_BLOCK_SIZE
 ) -> Iterator[pa.RecordBatch]:
-    """Streams one CSV file as record batches in the layout of `arrow_schema`.
+    """Streams one CSV file as record batches in the layout of `arrow_schema`,
+    parsed on a thread of their own a few batches ahead of the caller
+    (`read_ahead`: the caller's work on a batch and the parsing of the next
+    ones take both cores).
 
     Cells: a number; `nan`, `inf`, `-inf` (any case); or empty (missing).
 
@@ -216,6 +220,13 @@ def read_csv_batches(
         longer than `block_size`, or a gzip file is cut or corrupt; the
         message names the file, and the row and column when known.
     """
+    return read_ahead(_parse_batches(path, config, block_size))
+
+
+def _parse_batches(
+    path: str, config: Config, block_size: int
+) -> Iterator[pa.RecordBatch]:
+    """`read_csv_batches` on the calling thread."""
     header = _read_header(path)[0]
     _check_columns(path, header, config)
     columns = {name: config.csv_columns(name) for name in config.features}
@@ -232,7 +243,13 @@ def read_csv_batches(
             # Our names (stripped) instead of the header row: Arrow matches
             # `include_columns` against the names exactly.
             read_options=pa_csv.ReadOptions(
-                block_size=block_size, column_names=header, skip_rows=1
+                block_size=block_size,
+                column_names=header,
+                skip_rows=1,
+                # One thread (`read_ahead`'s): Arrow's threads took 6.7 s of
+                # CPU against 4.7 s for 10M rows x 10 columns, in the same
+                # 4.5 s, CPU the analysis's own work uses.
+                use_threads=False,
             ),
             convert_options=pa_csv.ConvertOptions(
                 include_columns=list(column_types),
