@@ -247,6 +247,19 @@ def test_preprocessor_with_an_absent_feature_or_float_ints_matches_tft(
     _assert_same(traced({name: tf.constant(v) for name, v in raw.items()}), want)
 
 
+def test_xla_compiles_the_graph_with_every_feature_given(artifacts, standalone):
+    # XLA compiles both branches of the densify, the scatter one too, for the
+    # shapes given: with every feature given, no indices.
+    raw = _hostile(_raw_rows(20, seed=28))
+    want = _reference(artifacts, raw)
+    feed = {name: tf.constant(values) for name, values in raw.items()}
+    compiled = tf.function(Preprocessor(artifacts).__call__, jit_compile=True)
+    _assert_same(compiled(feed), want)
+    signature = tf.saved_model.load(str(standalone)).signatures["transform_features"]
+    through = tf.function(lambda given: signature(**given), jit_compile=True)
+    _assert_same(through(feed), want)
+
+
 def _scatter_every_input(features, name=None):
     """`densify_all` as graphs before the full-inputs branch had it: every
     sparse input scattered into NaN, reading its indices."""
@@ -486,6 +499,18 @@ def test_attach_takes_raw_features_of_any_numeric_dtype(trained, artifacts):
     np.testing.assert_allclose(
         np.asarray(guarded(widened)), expected, rtol=1e-5, atol=1e-6
     )
+
+
+def test_attached_model_compiled_with_xla_predicts_as_without(trained, artifacts):
+    # XLA compiles both branches of the graph's densify, the scatter one
+    # too, for the shapes given (every feature given: no indices).
+    _, _, model = trained
+    guarded = attach(model, artifacts)
+    raw = _hostile(_raw_rows(40, seed=35))
+    expected = np.asarray(model(model_matrix(_reference(artifacts, raw), CONFIG)))
+    guarded.compile(jit_compile=True)
+    got = guarded.predict(raw, batch_size=16, verbose=0)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize(

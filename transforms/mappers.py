@@ -49,10 +49,12 @@ from tanhguard.transforms.slots import float32_bound
 
 INDICATORS = ("missing", "clipped")
 # The name of `densify_all`'s branch that passes full sparse inputs through
-# without reading their indices. A serving wrapper looks for it in a saved
-# transform graph before it hands such a graph full inputs with no indices
-# (`pipeline/serving.py`): a graph without it scatters every input.
-FULL_INPUTS_BRANCH = "full_inputs_pass_through"
+# without reading their indices, and whose other branch compiles (under XLA)
+# for inputs with fewer indices than values. A serving wrapper looks for it
+# in a saved transform graph before it hands such a graph full inputs with
+# no indices (`pipeline/serving.py`): a graph without it scatters every
+# input.
+FULL_INPUTS_BRANCH = "pass_full_inputs_through"
 
 
 def _all_full(
@@ -80,7 +82,20 @@ def _scattered(indices: tf.Tensor, floats: tf.Tensor, shape: tf.Tensor) -> tf.Te
     """The dense view of a `SparseTensor` (`indices`, values `floats`) of
     `shape` `[batch, size]`, flattened: float32 `[batch * size]`, NaN where no
     value is given. A row with more than `size` values is an error (an index
-    out of bounds)."""
+    out of bounds), and so are fewer indices than values.
+
+    The values are cut to the indices' length (after the check that they are
+    as long): a serving call whose inputs are all full gives no indices, and
+    XLA compiles this branch, which never runs for them, with the shapes
+    given (where `SparseToDense` would reject the lengths). XLA does not run
+    the check."""
+    count = tf.shape(indices, out_type=tf.int64)[0]
+    same = tf.debugging.Assert(
+        tf.equal(count, tf.size(floats, out_type=tf.int64)),
+        ["a sparse input has a different number of indices and values"],
+    )
+    with tf.control_dependencies([same]):
+        floats = floats[:count]
     dense = tf.sparse.to_dense(
         tf.SparseTensor(indices, floats, shape), default_value=float("nan")
     )
