@@ -33,8 +33,11 @@ def read_ahead(items: Iterator[T], depth: int = 2) -> Iterator[T]:
     """`items`, read on a thread of their own up to `depth` items ahead.
 
     What `items` raises is raised here, in order, after the items before it.
-    Leaving early (an error or a `close()` here) stops the thread and closes
-    `items` on it, so its files are closed too.
+    Leaving early (`close()`, an error raised here, or the generator's end
+    when nothing refers to it any more) stops the thread and closes `items`
+    on it, so its files are closed too. Until then the thread waits for room
+    in the queue: a generator dropped in a reference cycle keeps it, and the
+    file, until the garbage collector finalizes the generator.
     """
     if depth < 1:
         raise ValueError(f"depth must be at least 1. Received: {depth}")
@@ -79,4 +82,7 @@ def _read_ahead(items: Iterator[T], depth: int) -> Iterator[T]:
             yield item  # type: ignore[misc]
     finally:
         stopped.set()
-        thread.join(_JOIN_SECONDS)
+        # Not on the reading thread itself: a generator left in a reference
+        # cycle is finalized by whichever thread runs the garbage collector.
+        if threading.current_thread() is not thread:
+            thread.join(_JOIN_SECONDS)

@@ -90,3 +90,32 @@ def test_leaving_early_stops_the_thread_and_closes_the_source():
 def test_depth_below_one_is_an_error():
     with pytest.raises(ValueError, match="depth must be at least 1"):
         read_ahead(iter([1]), 0)
+
+
+def test_a_close_on_the_reading_thread_does_not_wait_for_itself():
+    # The garbage collector may finalize a dropped generator on the reading
+    # thread; the source's own code runs there too.
+    errors, handed = [], threading.Event()
+    holder = {}
+
+    def source():
+        yield 1
+        handed.wait(10)
+        try:
+            holder["items"].close()
+        except BaseException as error:
+            errors.append(error)
+        yield 2
+
+    items = read_ahead(source(), depth=1)
+    holder["items"] = items
+    assert next(items) == 1
+    handed.set()
+    assert _wait_for(
+        lambda: (
+            not [t for t in threading.enumerate() if t.name == "tanhguard-read-ahead"]
+        )
+    )
+    assert errors == []
+    with pytest.raises(StopIteration):
+        next(items)
