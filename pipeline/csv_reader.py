@@ -79,6 +79,11 @@ class _RawFile(io.RawIOBase):
         buffer[: len(data)] = data
         return len(data)
 
+    def close(self) -> None:
+        if not self.closed:
+            self._handle.close()
+        super().close()
+
 
 @contextlib.contextmanager
 def _open_bytes(path: str) -> Iterator[io.BufferedIOBase]:
@@ -404,7 +409,11 @@ def _open_for_arrow(path: str):
     compressed = is_gzip(path)
     if fs.is_local(path):
         return pa.input_stream(path, compression="gzip") if compressed else path
-    handle = pa.PythonFile(fs.open_file(path), mode="r")
+    # Through a Python stream: Arrow's file wrapper needs the `closed` that
+    # TensorFlow's GFile lacks.
+    handle = pa.PythonFile(
+        io.BufferedReader(_RawFile(fs.open_file(path)), _CHUNK), mode="r"
+    )
     return pa.CompressedInputStream(handle, "gzip") if compressed else handle
 
 

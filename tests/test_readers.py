@@ -104,14 +104,33 @@ def analyzed(tmp_path_factory):
         "tfrecord_gzip": "part-*.tfrecord.gz",
         "tfrecord_gzip_members": "members.tfrecord.gz",
     }
+    paths = {kind: str(root / pattern) for kind, pattern in patterns.items()}
+    # On another filesystem (TensorFlow's in-memory one, read through
+    # `tf.io.gfile` as `gs://` is), plain and gzip.
+    text = (root / "all.csv").read_bytes()
+    remote = f"ram://readers-{root.name}"
+    tf.io.gfile.makedirs(remote)
+    for name, data in (("all.csv", text), ("all.csv.gz", gzip.compress(text))):
+        with tf.io.gfile.GFile(f"{remote}/{name}", "wb") as handle:
+            handle.write(data)
+    paths["csv_remote"] = f"{remote}/all.csv"
+    paths["csv_remote_gzip"] = f"{remote}/all.csv.gz"
     return {
-        kind: run_analyze(CONFIG, str(root / pattern), root / f"out_{kind}")
-        for kind, pattern in patterns.items()
+        kind: run_analyze(CONFIG, path, root / f"out_{kind}")
+        for kind, path in paths.items()
     }
 
 
 @pytest.mark.parametrize(
-    "kind", ["parquet", "tfrecord", "tfrecord_gzip", "tfrecord_gzip_members"]
+    "kind",
+    [
+        "parquet",
+        "tfrecord",
+        "tfrecord_gzip",
+        "tfrecord_gzip_members",
+        "csv_remote",
+        "csv_remote_gzip",
+    ],
 )
 def test_every_format_gives_the_statistics_of_the_csv(analyzed, kind):
     csv, other = analyzed["csv"], analyzed[kind]
@@ -127,7 +146,7 @@ def test_every_format_gives_the_statistics_of_the_csv(analyzed, kind):
         np.testing.assert_allclose(
             got["scale"]["scale"], feature["scale"]["scale"], rtol=1e-6
         )
-    one_file = ("csv", "tfrecord_gzip_members")
+    one_file = ("csv", "tfrecord_gzip_members", "csv_remote", "csv_remote_gzip")
     assert len(other["data"]["files"]) == (1 if kind in one_file else 2)
 
 
