@@ -90,7 +90,7 @@ def test_full_and_short_sparse_features_densify_as_numpy_does(in_graph):
     features = [(_sparse(FULL), 2), (_sparse(SHORT), 2), (_sparse(INTS, tf.int64), 1)]
 
     def run():
-        return densify_all(features)
+        return [(d.x, d.missing, d.flat) for d in densify_all(features)]
 
     got = tf.function(run)() if in_graph else run()
     want = [_expected(FULL, 2), _expected(SHORT, 2), _expected(INTS, 1)]
