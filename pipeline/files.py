@@ -51,6 +51,45 @@ def _translated() -> Iterator[None]:
         raise OSError(error.message) from None
 
 
+class _RemoteFile:
+    """A `tf.io.gfile.GFile` whose errors are the built-in ones on every
+    call: it opens the file on its first read or write, so a missing file
+    (or one removed meanwhile) fails there, not when it is made."""
+
+    def __init__(self, handle: Any):
+        self._handle = handle
+
+    def read(self, size: int = -1) -> bytes:
+        with _translated():
+            return self._handle.read(size)
+
+    def write(self, data: bytes) -> None:
+        with _translated():
+            self._handle.write(data)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        with _translated():
+            return self._handle.seek(offset, whence)
+
+    def tell(self) -> int:
+        with _translated():
+            return self._handle.tell()
+
+    def flush(self) -> None:
+        with _translated():
+            self._handle.flush()
+
+    def close(self) -> None:
+        with _translated():
+            self._handle.close()
+
+    def __enter__(self) -> _RemoteFile:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
 def open_file(path: str, mode: str = "rb") -> IO[bytes]:
     """`path` opened in binary `mode` (`rb` or `wb`)."""
     if mode not in ("rb", "wb"):
@@ -58,7 +97,7 @@ def open_file(path: str, mode: str = "rb") -> IO[bytes]:
     if is_local(path):
         return open(path, mode)
     with _translated():
-        return _gfile().GFile(path, mode)
+        return _RemoteFile(_gfile().GFile(path, mode))  # type: ignore[return-value]
 
 
 def exists(path: str) -> bool:

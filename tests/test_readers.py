@@ -2,6 +2,7 @@
 statistics; bad files fail with an error naming them and leave no output."""
 
 import gzip
+import re
 import struct
 import zlib
 
@@ -281,3 +282,13 @@ def test_tfrecord_vector_of_the_wrong_length_names_record_and_feature(tmp_path):
     _fails_cleanly(
         tmp_path, path, r"long.tfrecord: record 2: feature `v`: holds 3 value\(s\)"
     )
+
+
+def test_a_remote_csv_that_cannot_be_read_names_the_file():
+    # TensorFlow opens a remote file at its first read: its error there is
+    # the one-line DataError too, not TensorFlow's own exception.
+    from tanhguard.pipeline.csv_reader import read_csv_batches
+
+    path = "ram://readers-missing/none.csv"
+    with pytest.raises(DataError, match=re.escape(path)):
+        list(read_csv_batches(path, CONFIG))

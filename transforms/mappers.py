@@ -89,7 +89,10 @@ def _scattered(indices: tf.Tensor, floats: tf.Tensor, shape: tf.Tensor) -> tf.Te
     as long): a serving call whose inputs are all full gives no indices, and
     XLA compiles this branch, which never runs for them, with the shapes
     given (where `SparseToDense` would reject the lengths). XLA does not run
-    the check."""
+    the check: there a hand-built `SparseTensor` with more values than
+    indices (whose lengths are not known when the graph is built) loses the
+    extra values. TFXIO's and `tf.io.parse_example`'s inputs cannot be
+    such."""
     count = tf.shape(indices, out_type=tf.int64)[0]
     same = tf.debugging.Assert(
         tf.equal(count, tf.size(floats, out_type=tf.int64)),
@@ -151,7 +154,9 @@ class Densified:
 
     `missing` may be given as a function that makes it: only TFT's analysis
     reads it, and a graph saved with constants then does not trace its ops
-    (about 25 ms a trace for ten features)."""
+    (about 25 ms a trace for ten features). It is made where it is first
+    read, so read it in the same trace, outside any control dependency on
+    an analyzer's output (`preprocessing._side_by_side` does)."""
 
     def __init__(
         self,
