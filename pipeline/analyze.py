@@ -33,6 +33,7 @@ from tanhguard.pipeline.batch_layout import (
     fit_values,
     tensor_adapter_config,
 )
+from tanhguard.pipeline.beam_runner import new_pipeline
 from tanhguard.pipeline.graph_process import GraphProcess, write_graph
 from tanhguard.pipeline.html_report import preload_charts, write_report
 from tanhguard.pipeline.job_errors import data_errors_unwrapped
@@ -136,7 +137,7 @@ class _Passes:
         its output (a numpy vector)."""
         target = posixpath.join(self.temp, f"{name}.npy")
         fs.makedirs(self.temp)
-        with beam.Pipeline(options=self.options) as pipeline:
+        with new_pipeline(self.options) as pipeline:
             _ = (
                 pipeline
                 | "Read" >> (source or self.reader())
@@ -238,8 +239,8 @@ def run_analyze(
       data: A path or glob of CSV, TFRecord or Parquet files (see
         `tanhguard.pipeline.readers`).
       output: The artifacts directory; it appears only when complete.
-      beam_args: Beam pipeline flags, e.g. `--runner=...`; the default is the
-        in-process DirectRunner.
+      beam_args: Beam pipeline flags, e.g. `--runner=...`; with none, Beam's
+        in-process `FnApiRunner` (see `beam_runner`).
       overwrite: Replace an existing `output`.
       fmt: `csv`, `tfrecord` or `parquet`; by default, from each file's content.
       rows_format: see above.
@@ -378,7 +379,7 @@ def _analyze(
         logger.info("transforming the rows")
         fs.makedirs(posixpath.join(work, ROWS_DIR))
         rows_prefix = posixpath.join(work, ROWS_DIR, "part")
-        with beam.Pipeline(options=options) as pipeline:
+        with new_pipeline(options) as pipeline:
             rows = pipeline | "Read" >> passes.reader()
             _ = rows | "TransformAndWrite" >> TransformAndWrite(
                 config, work, rows_prefix, rows_format

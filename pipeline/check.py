@@ -41,6 +41,7 @@ from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOpt
 from tanhguard.errors import ArtifactsError, DataError
 from tanhguard.pipeline.artifacts import load_artifacts_config, load_stats
 from tanhguard.pipeline.batch_layout import dense_batch
+from tanhguard.pipeline.beam_runner import new_pipeline
 from tanhguard.pipeline.job_errors import data_errors_unwrapped
 from tanhguard.pipeline.readers import ReadRecordBatches, resolve_inputs
 from tanhguard.pipeline.report import element_at
@@ -433,7 +434,7 @@ def check(
     with data_errors_unwrapped(), _scratch(options) as work:
         target = posixpath.join(work, "check.npy")
         combine = CheckCombineFn(elements, columns)
-        with beam.Pipeline(options=options) as pipeline:
+        with new_pipeline(options) as pipeline:
             _ = (
                 pipeline
                 | "Read" >> ReadRecordBatches(files, config, fmt)

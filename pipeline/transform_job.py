@@ -28,6 +28,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from tanhguard.pipeline.artifacts import load_artifacts_config
+from tanhguard.pipeline.beam_runner import new_pipeline
 from tanhguard.pipeline.formats import FORMATS
 from tanhguard.pipeline.job_errors import data_errors_unwrapped
 from tanhguard.pipeline.output_dir import publish_dir
@@ -282,7 +283,7 @@ def run_transform(
                         posixpath.join(str(artifacts), part),
                         posixpath.join(graph, part),
                     )
-            with beam.Pipeline(options=options) as pipeline:
+            with new_pipeline(options) as pipeline:
                 batches = pipeline | "Read" >> ReadRecordBatches(files, config, fmt)
                 _ = batches | "TransformAndWrite" >> TransformAndWrite(
                     config,

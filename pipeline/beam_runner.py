@@ -1,0 +1,57 @@
+"""The Beam pipelines of tanhguard's jobs, and the runner they get when the
+flags name none.
+
+With no `--runner`, Beam runs a pipeline on its `DirectRunner`. Since about
+Beam 2.6x that runner first tries the Prism runner: it downloads a Go program
+from GitHub and runs the job there, and only falls back to the in-process
+`FnApiRunner` when that fails. On a machine that cannot reach GitHub the
+attempt costs about 0.1 s a pipeline and leaves three empty directories in
+the system's temporary folder each time (measured with Beam 2.77); on one that
+can, the job runs in a downloaded program that tanhguard was never tested
+with. Beam 2.60 (the TFX environment) goes straight to the `FnApiRunner`.
+
+So with no `--runner`, tanhguard's jobs get the `FnApiRunner`, built the way
+the `DirectRunner` builds it; `--direct_num_workers` and
+`--direct_running_mode` work as with the `DirectRunner`. A runner the flags
+name, `--runner=DirectRunner` included, is Beam's to choose as before.
+"""
+
+from __future__ import annotations
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.runners.runner import PipelineRunner
+
+
+class InProcessRunner(PipelineRunner):
+    """Beam's in-process `FnApiRunner`, with the pipeline options its workers
+    get from the `DirectRunner` (which builds it the same way)."""
+
+    def is_fnapi_compatible(self) -> bool:
+        # What the DirectRunner answers, so that the pipeline is built alike.
+        return False
+
+    def run_pipeline(self, pipeline, options):
+        from apache_beam.portability.api import beam_provision_api_pb2
+        from apache_beam.runners.portability.fn_api_runner import fn_runner
+        from apache_beam.runners.portability.portable_runner import JobServiceHandle
+
+        encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
+        provision_info = fn_runner.ExtendedProvisionInfo(
+            beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)
+        )
+        runner = fn_runner.FnApiRunner(provision_info=provision_info)
+        return runner.run_pipeline(pipeline, options)
+
+
+def runner_for(options: PipelineOptions) -> PipelineRunner | None:
+    """The runner for a pipeline with `options`: None (Beam's choice, from
+    `--runner`) when they name one, else an `InProcessRunner`."""
+    if options.view_as(StandardOptions).runner is not None:
+        return None
+    return InProcessRunner()
+
+
+def new_pipeline(options: PipelineOptions) -> beam.Pipeline:
+    """A pipeline with `options` on the runner `runner_for` picks."""
+    return beam.Pipeline(runner=runner_for(options), options=options)
