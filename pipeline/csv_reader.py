@@ -32,6 +32,7 @@ from tanhguard.pipeline.batch_layout import (
     GZIP_MAGIC,
     arrow_schema,
     arrow_value_type,
+    coalesced,
     feature_column,
     is_gzip,
     one_line,
@@ -212,10 +213,11 @@ def check_header(path: str, config: Config) -> bool:
 def read_csv_batches(
     path: str, config: Config, block_size: int = DEFAULT_BLOCK_SIZE
 ) -> Iterator[pa.RecordBatch]:
-    """Streams one CSV file as record batches in the layout of `arrow_schema`,
-    parsed on a thread of their own a few batches ahead of the caller
-    (`read_ahead`: the caller's work on a batch and the parsing of the next
-    ones take both cores).
+    """Streams one CSV file as record batches in the layout of `arrow_schema`
+    (Arrow's blocks joined into batches of `BATCH_ROWS` rows), parsed on a
+    thread of their own a few batches ahead of the caller (`read_ahead`: the
+    caller's work on a batch and the parsing of the next ones take both
+    cores).
 
     Cells: a number; `nan`, `inf`, `-inf` (any case); or empty (missing).
 
@@ -225,7 +227,7 @@ def read_csv_batches(
         longer than `block_size`, or a gzip file is cut or corrupt; the
         message names the file, and the row and column when known.
     """
-    return read_ahead(_parse_batches(path, config, block_size))
+    return read_ahead(coalesced(_parse_batches(path, config, block_size)))
 
 
 def _parse_batches(

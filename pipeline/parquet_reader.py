@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 
 from tanhguard.errors import DataError
 from tanhguard.pipeline.batch_layout import (
+    BATCH_ROWS,
     arrow_schema,
     arrow_value_type,
     conform,
@@ -24,8 +25,6 @@ from tanhguard.pipeline.batch_layout import (
     one_line,
 )
 from tanhguard.transforms.config import Config
-
-PARQUET_BATCH = 65536
 
 
 def _parquet_plan(path: str, schema: pa.Schema, config: Config) -> dict:
@@ -120,7 +119,7 @@ def read_parquet_batches(path: str, config: Config) -> Iterator[pa.RecordBatch]:
     from_file = [name for name, (_, is_list) in plan.items() if is_list]
     first_row = 1
     try:
-        for batch in parquet.iter_batches(batch_size=PARQUET_BATCH, columns=wanted):
+        for batch in parquet.iter_batches(batch_size=BATCH_ROWS, columns=wanted):
             arrays = []
             for name, (columns, is_list) in plan.items():
                 if is_list:

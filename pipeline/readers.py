@@ -32,7 +32,7 @@ import pyarrow as pa
 
 from tanhguard.errors import DataError
 from tanhguard.pipeline import files as fs
-from tanhguard.pipeline.batch_layout import GZIP_MAGIC, one_line
+from tanhguard.pipeline.batch_layout import GZIP_MAGIC, coalesced, one_line
 from tanhguard.pipeline.csv_reader import check_header, read_csv_batches
 from tanhguard.pipeline.formats import FORMATS
 from tanhguard.pipeline.parquet_reader import check_parquet, read_parquet_batches
@@ -262,7 +262,7 @@ def read_batches(path: str, config: Config, fmt: str) -> Iterator[pa.RecordBatch
         return read_csv_batches(path, config)
     if fmt == "parquet":
         return read_parquet_batches(path, config)
-    return read_tfrecord_batches(path, config)
+    return coalesced(read_tfrecord_batches(path, config))
 
 
 class ReadRecordBatches(beam.PTransform):

@@ -13,9 +13,9 @@ import pytest
 import tensorflow as tf
 
 from tanhguard.errors import DataError
-from tanhguard.pipeline import tfrecord_reader
+from tanhguard.pipeline import csv_reader, tfrecord_reader
 from tanhguard.pipeline.analyze import run_analyze
-from tanhguard.pipeline.readers import detect_format
+from tanhguard.pipeline.readers import detect_format, read_batches
 from tanhguard.transforms.config import parse_config
 
 ROWS = 1500
@@ -292,3 +292,37 @@ def test_a_remote_csv_that_cannot_be_read_names_the_file():
     path = "ram://readers-missing/none.csv"
     with pytest.raises(DataError, match=re.escape(path)):
         list(read_csv_batches(path, CONFIG))
+
+
+def test_small_blocks_and_record_batches_are_joined_in_order(tmp_path):
+    """Arrow's CSV blocks and tf.data's record batches come joined into
+    batches of `BATCH_ROWS` rows, the rows in file order."""
+    rng = np.random.default_rng(11)
+    values = rng.standard_normal((20_000, 2)).astype(np.float32)
+    config = parse_config({"features": {"a": {}, "b": {}}})
+    csv_path = tmp_path / "d.csv"
+    with open(csv_path, "w") as handle:
+        handle.write("a,b\n")
+        handle.writelines(f"{a!r},{b!r}\n" for a, b in values.tolist())
+    record_path = tmp_path / "d.tfrecord"
+    with tf.io.TFRecordWriter(str(record_path)) as writer:
+        for row in values.tolist():
+            feature = {
+                name: tf.train.Feature(float_list=tf.train.FloatList(value=[value]))
+                for name, value in zip("ab", row, strict=True)
+            }
+            example = tf.train.Example(features=tf.train.Features(feature=feature))
+            writer.write(example.SerializeToString())
+    small = 1 << 14  # bytes: a block of a few hundred rows
+    assert len(list(csv_reader._parse_batches(str(csv_path), config, small))) > 20
+    assert len(values) > tfrecord_reader.TFRECORD_BATCH
+    for batches in (
+        csv_reader.read_csv_batches(str(csv_path), config, block_size=small),
+        read_batches(str(record_path), config, "tfrecord"),
+    ):
+        batches = list(batches)
+        assert len(batches) == 1  # 20,000 rows < BATCH_ROWS
+        got = np.column_stack(
+            [batches[0].column(name).flatten().to_numpy() for name in "ab"]
+        )
+        np.testing.assert_array_equal(got, values)
