@@ -25,10 +25,13 @@ from apache_beam.runners.runner import PipelineRunner
 
 class InProcessRunner(PipelineRunner):
     """Beam's in-process `FnApiRunner`, with the pipeline options its workers
-    get from the `DirectRunner` (which builds it the same way)."""
+    get from the `DirectRunner` (which builds it the same way). Run through
+    `new_pipeline`."""
 
     def is_fnapi_compatible(self) -> bool:
-        # What the DirectRunner answers, so that the pipeline is built alike.
+        # What the DirectRunner answers, so that the pipeline is built alike
+        # (Beam adds the `beam_fn_api` experiment before building it when a
+        # runner says True; the FnApiRunner adds it when it runs).
         return False
 
     def run_pipeline(self, pipeline, options):
@@ -52,6 +55,26 @@ def runner_for(options: PipelineOptions) -> PipelineRunner | None:
     return InProcessRunner()
 
 
+class _InProcessPipeline(beam.Pipeline):
+    """A pipeline on an `InProcessRunner`, run as Beam runs the
+    DirectRunner's: without first converting it to the runner API and back.
+    `Pipeline.run` skips that round trip for the DirectRunner (by its class
+    name) and for runners that say they use the Fn API, which this one does
+    not say, so that the pipeline is built as for the DirectRunner; the
+    round trip cost 0.05-0.15 s a pipeline."""
+
+    def run(self, test_runner_api="AUTO"):
+        if (
+            test_runner_api == "AUTO"
+            and not self.options.view_as(StandardOptions).streaming
+        ):
+            test_runner_api = False
+        return super().run(test_runner_api)
+
+
 def new_pipeline(options: PipelineOptions) -> beam.Pipeline:
     """A pipeline with `options` on the runner `runner_for` picks."""
-    return beam.Pipeline(runner=runner_for(options), options=options)
+    runner = runner_for(options)
+    if runner is None:
+        return beam.Pipeline(options=options)
+    return _InProcessPipeline(runner=runner, options=options)

@@ -6,13 +6,15 @@ service; and the runner the jobs get when the flags name none."""
 import os
 import tempfile
 
+import apache_beam as beam
 import numpy as np
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners.portability.fn_api_runner import fn_runner
 from graph_oracle import assert_stats_close
 
 from tanhguard.pipeline.analyze import run_analyze
-from tanhguard.pipeline.beam_runner import InProcessRunner, runner_for
+from tanhguard.pipeline.beam_runner import InProcessRunner, new_pipeline, runner_for
 from tanhguard.pipeline.check import check
 from tanhguard.pipeline.transform_job import run_transform
 from tanhguard.transforms.config import parse_config
@@ -78,11 +80,27 @@ def test_with_no_runner_flag_the_jobs_leave_nothing_in_the_temporary_folder(
 ):
     """Beam 2.77's DirectRunner first tries to download the Prism runner and,
     when it cannot, leaves three empty directories in the temporary folder a
-    pipeline; the jobs skip it. Every job's pipelines, in one process."""
+    pipeline; the jobs skip it. Every job's pipelines, in one process, on the
+    in-process runner, none converted to the runner API and back (Beam does
+    that for a runner it does not know; Beam 2.60 has no Prism attempt, so
+    there only the last two show the runner)."""
     root, default = data_and_default
     temp = tmp_path / "temp"
     temp.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    runs, round_trips = [], []
+    run_pipeline = InProcessRunner.run_pipeline
+    monkeypatch.setattr(
+        InProcessRunner,
+        "run_pipeline",
+        lambda self, *args: runs.append(1) or run_pipeline(self, *args),
+    )
+    from_runner_api = beam.Pipeline.from_runner_api
+    monkeypatch.setattr(
+        beam.Pipeline,
+        "from_runner_api",
+        staticmethod(lambda *args: round_trips.append(1) or from_runner_api(*args)),
+    )
     data = str(root / "part-*.csv")
     stats = run_analyze(CONFIG, data, tmp_path / "run", rows_format="parquet")
     assert_stats_close(stats["features"], default["features"])
@@ -90,3 +108,27 @@ def test_with_no_runner_flag_the_jobs_leave_nothing_in_the_temporary_folder(
     written = run_transform(tmp_path / "run", data, tmp_path / "rows")
     assert written["rows"] == 2100
     assert os.listdir(temp) == []
+    # analyze: three passes (the `mad` clip takes one of its own) and the
+    # rows; check; transform.
+    assert len(runs) == 6
+    assert round_trips == []
+
+
+def test_the_workers_get_the_pipeline_options(monkeypatch):
+    """As the DirectRunner gives them: in the provision info (which the
+    multi-process runner's workers read)."""
+    given = []
+    init = fn_runner.FnApiRunner.__init__
+
+    def recording_init(self, *args, **kwargs):
+        given.append(kwargs.get("provision_info"))
+        init(self, *args, **kwargs)
+
+    monkeypatch.setattr(fn_runner.FnApiRunner, "__init__", recording_init)
+    options = PipelineOptions(["--experiments=tanhguard_probe", "--job_name=probe"])
+    with new_pipeline(options) as pipeline:
+        _ = pipeline | beam.Create([1, 2]) | beam.Map(lambda x: x)
+    (info,) = given
+    sent = info.provision_info.pipeline_options
+    assert "tanhguard_probe" in list(sent["beam:option:experiments:v1"])
+    assert sent["beam:option:job_name:v1"] == "probe"
