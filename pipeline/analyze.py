@@ -374,13 +374,18 @@ def _analyze(
         if graph is not None:
             graph.wait()
         load_tensorflow()  # quietly, before the transform job imports it
-        from tanhguard.pipeline.transform_job import TransformAndWrite
+        from tanhguard.pipeline.transform_job import (
+            TRANSFORM_BATCH_VALUES,
+            TransformAndWrite,
+        )
 
         logger.info("transforming the rows")
         fs.makedirs(posixpath.join(work, ROWS_DIR))
         rows_prefix = posixpath.join(work, ROWS_DIR, "part")
         with new_pipeline(options) as pipeline:
-            rows = pipeline | "Read" >> passes.reader()
+            rows = pipeline | "Read" >> ReadRecordBatches(
+                files, config, fmt, TRANSFORM_BATCH_VALUES
+            )
             _ = rows | "TransformAndWrite" >> TransformAndWrite(
                 config, work, rows_prefix, rows_format
             )

@@ -31,15 +31,26 @@ if TYPE_CHECKING:
     from tfx_bsl.tfxio import tensor_adapter
 
 INT64_MAX = np.iinfo(np.int64).max
-# Rows of a record batch, as the readers give them to the jobs (Arrow's CSV
-# blocks and tf.data's batches are joined, `coalesced`). Every batch costs
-# the analysis a fixed amount of Python per column (Beam's element, the
-# thread pool's task, each numpy call): with 65,536-row batches, the last
-# pass over 10M rows x 10 columns took 1.43 s for Parquet and 1.38-1.40 s
-# for CSV, against 1.24-1.25 s and 1.08-1.24 s with these (phase breakdown
-# of `benchmarks/bench_analyze.py`, alternating runs). A batch is 1 MiB a
-# float32 column.
-BATCH_ROWS = 1 << 18
+# Values (rows x each row's values) of a record batch, as the readers give
+# them to the jobs (`batch_rows`: Arrow's CSV blocks and tf.data's batches
+# are joined, `coalesced`). Every batch costs the analysis a fixed amount of
+# Python per column (Beam's element, the thread pool's task, each numpy
+# call): with 65,536-row batches, the last pass over 10M rows x 10 columns
+# took 1.43 s for Parquet and 1.38-1.40 s for CSV, against 1.24-1.25 s and
+# 1.08-1.24 s with 262,144 (phase breakdown of `benchmarks/bench_analyze.py`,
+# alternating runs). Counted in values, not rows: the transform job's
+# inputs and outputs grow with rows x values (its sparse indices take 16
+# bytes a value), so wide rows get fewer rows a batch. 10 MiB as float32.
+BATCH_VALUES = 10 << 18
+
+
+def batch_rows(config: Config, values: int = BATCH_VALUES) -> int:
+    """Rows of a record batch for `config`'s features: `values` over the
+    values of a row (by default 262,144 for ten scalars), at least 1."""
+    width = sum(feature.size for feature in config.features.values())
+    return max(1, values // max(1, width))
+
+
 GZIP_MAGIC = b"\x1f\x8b"
 MAX_MESSAGE = 300  # characters of a library's message quoted in an error
 
@@ -60,9 +71,7 @@ def is_gzip(path: str) -> bool:
         return handle.read(2) == GZIP_MAGIC
 
 
-def coalesced(
-    batches: Iterable[pa.RecordBatch], rows: int = BATCH_ROWS
-) -> Iterator[pa.RecordBatch]:
+def coalesced(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[pa.RecordBatch]:
     """Consecutive `batches` (of one schema) joined into batches of at least
     `rows` rows; the last may hold fewer. A batch that holds enough is
     passed on as it is."""

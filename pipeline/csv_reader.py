@@ -8,8 +8,9 @@ column `c`, or `c_0` ... `c_{d-1}`). A cell is a number, `nan`,
 file (by its first bytes, whatever its name) is decompressed as it is read.
 
 Memory stays bounded whatever the file: the header is read up to
-`MAX_HEADER_BYTES`, and a row must fit in one Arrow block
-(`DEFAULT_BLOCK_SIZE`).
+`MAX_HEADER_BYTES`, a row must fit in one Arrow block
+(`DEFAULT_BLOCK_SIZE`), and the blocks joined into a record batch hold about
+`batch_layout.BATCH_VALUES` values (one block's more at most).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from tanhguard.pipeline.batch_layout import (
     GZIP_MAGIC,
     arrow_schema,
     arrow_value_type,
+    batch_rows,
     coalesced,
     feature_column,
     is_gzip,
@@ -40,10 +42,12 @@ from tanhguard.pipeline.batch_layout import (
 from tanhguard.pipeline.read_ahead import read_ahead
 from tanhguard.transforms.config import Config
 
-# Arrow's CSV block size: each block becomes one record batch (one TFT batch).
-# The streaming reader reads several blocks ahead: on a 1 GB file, 16 MB blocks
-# kept 0.7 GB resident, 4 MB blocks 0.27 GB, at the same speed. It is also the
-# maximum row size: Arrow fails on a row that straddles two block boundaries.
+# Arrow's CSV block size: the unit Arrow parses (the record batches the jobs
+# get join blocks up to `batch_layout.BATCH_VALUES` values, `coalesced`).
+# The streaming reader reads several blocks ahead: on a 1 GB file, 16 MB
+# blocks kept 0.7 GB resident, 4 MB blocks 0.27 GB, at the same speed. It is
+# also the maximum row size: Arrow fails on a row that straddles two block
+# boundaries.
 DEFAULT_BLOCK_SIZE = 4 << 20
 
 # The longest header line read (`/dev/zero` has no line end).
@@ -211,10 +215,14 @@ def check_header(path: str, config: Config) -> bool:
 
 
 def read_csv_batches(
-    path: str, config: Config, block_size: int = DEFAULT_BLOCK_SIZE
+    path: str,
+    config: Config,
+    block_size: int = DEFAULT_BLOCK_SIZE,
+    rows: int | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """Streams one CSV file as record batches in the layout of `arrow_schema`
-    (Arrow's blocks joined into batches of `BATCH_ROWS` rows), parsed on a
+    (Arrow's blocks joined into batches of `rows` rows, by default
+    `batch_rows`), parsed on a
     thread of their own a few batches ahead of the caller (`read_ahead`: the
     caller's work on a batch and the parsing of the next ones take both
     cores).
@@ -227,7 +235,8 @@ def read_csv_batches(
         longer than `block_size`, or a gzip file is cut or corrupt; the
         message names the file, and the row and column when known.
     """
-    return read_ahead(coalesced(_parse_batches(path, config, block_size)))
+    blocks = _parse_batches(path, config, block_size)
+    return read_ahead(coalesced(blocks, rows or batch_rows(config)))
 
 
 def _parse_batches(

@@ -17,9 +17,9 @@ import pyarrow.parquet as pq
 
 from tanhguard.errors import DataError
 from tanhguard.pipeline.batch_layout import (
-    BATCH_ROWS,
     arrow_schema,
     arrow_value_type,
+    batch_rows,
     conform,
     feature_column,
     one_line,
@@ -103,8 +103,11 @@ def check_parquet(path: str, config: Config) -> bool:
     return parquet.metadata.num_rows > 0
 
 
-def read_parquet_batches(path: str, config: Config) -> Iterator[pa.RecordBatch]:
-    """Streams a Parquet file, only the configured columns.
+def read_parquet_batches(
+    path: str, config: Config, rows: int | None = None
+) -> Iterator[pa.RecordBatch]:
+    """Streams a Parquet file, only the configured columns, in batches of
+    `rows` rows (by default `batch_rows`).
 
     Raises:
       DataError: as `check_parquet`; or a value does not fit the feature (an
@@ -119,7 +122,9 @@ def read_parquet_batches(path: str, config: Config) -> Iterator[pa.RecordBatch]:
     from_file = [name for name, (_, is_list) in plan.items() if is_list]
     first_row = 1
     try:
-        for batch in parquet.iter_batches(batch_size=BATCH_ROWS, columns=wanted):
+        for batch in parquet.iter_batches(
+            batch_size=rows or batch_rows(config), columns=wanted
+        ):
             arrays = []
             for name, (columns, is_list) in plan.items():
                 if is_list:

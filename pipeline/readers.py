@@ -32,7 +32,13 @@ import pyarrow as pa
 
 from tanhguard.errors import DataError
 from tanhguard.pipeline import files as fs
-from tanhguard.pipeline.batch_layout import GZIP_MAGIC, coalesced, one_line
+from tanhguard.pipeline.batch_layout import (
+    BATCH_VALUES,
+    GZIP_MAGIC,
+    batch_rows,
+    coalesced,
+    one_line,
+)
 from tanhguard.pipeline.csv_reader import check_header, read_csv_batches
 from tanhguard.pipeline.formats import FORMATS
 from tanhguard.pipeline.parquet_reader import check_parquet, read_parquet_batches
@@ -256,29 +262,41 @@ def resolve_inputs(
     return files, fmt, any(has_rows)
 
 
-def read_batches(path: str, config: Config, fmt: str) -> Iterator[pa.RecordBatch]:
-    """Record batches of one file in the given format."""
+def read_batches(
+    path: str, config: Config, fmt: str, values: int = BATCH_VALUES
+) -> Iterator[pa.RecordBatch]:
+    """Record batches of one file in the given format, each of
+    `batch_rows(config, values)` rows (the last fewer)."""
+    rows = batch_rows(config, values)
     if fmt == "csv":
-        return read_csv_batches(path, config)
+        return read_csv_batches(path, config, rows=rows)
     if fmt == "parquet":
-        return read_parquet_batches(path, config)
-    return coalesced(read_tfrecord_batches(path, config))
+        return read_parquet_batches(path, config, rows=rows)
+    return coalesced(read_tfrecord_batches(path, config), rows)
 
 
 class ReadRecordBatches(beam.PTransform):
-    """Files of one format -> a PCollection of record batches."""
+    """Files of one format -> a PCollection of record batches (of about
+    `values` values each, see `read_batches`)."""
 
-    def __init__(self, files: Sequence[str], config: Config, fmt: str):
+    def __init__(
+        self,
+        files: Sequence[str],
+        config: Config,
+        fmt: str,
+        values: int = BATCH_VALUES,
+    ):
         super().__init__()
         self._files = list(files)
         self._config = config
         self._format = fmt
+        self._values = values
 
     def expand(self, pipeline: beam.Pipeline) -> beam.PCollection:
-        config, fmt = self._config, self._format
+        config, fmt, values = self._config, self._format, self._values
 
         def read(path: str) -> Iterator[pa.RecordBatch]:
-            return counted(path, read_batches(path, config, fmt))
+            return counted(path, read_batches(path, config, fmt, values))
 
         files = pipeline | "ListFiles" >> beam.Create(self._files)
         if len(self._files) > 1:

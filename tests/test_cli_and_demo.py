@@ -116,7 +116,9 @@ def test_a_flag_neither_tanhguard_nor_beam_takes_is_an_error(tmp_path, capsys):
 
 def test_every_runner_flag_the_readme_names_is_a_beam_flag():
     text = README.read_text()
-    section = text[text.index("- Runs on Beam's") : text.index("- `--output` appears")]
+    section = text[
+        text.index("- With no `--runner`") : text.index("- `--output` appears")
+    ]
     cloud = text[text.index("## On Dataflow") : text.index("**Vertex AI Pipelines")]
     cloud = re.sub(r"python3 -m pip .*", "", cloud)  # pip's flags, not Beam's
     flags = set(re.findall(r"--[a-z_]+", section + cloud))

@@ -296,7 +296,7 @@ def test_a_remote_csv_that_cannot_be_read_names_the_file():
 
 def test_small_blocks_and_record_batches_are_joined_in_order(tmp_path):
     """Arrow's CSV blocks and tf.data's record batches come joined into
-    batches of `BATCH_ROWS` rows, the rows in file order."""
+    batches of `batch_rows` rows, the rows in file order."""
     rng = np.random.default_rng(11)
     values = rng.standard_normal((20_000, 2)).astype(np.float32)
     config = parse_config({"features": {"a": {}, "b": {}}})
@@ -321,8 +321,24 @@ def test_small_blocks_and_record_batches_are_joined_in_order(tmp_path):
         read_batches(str(record_path), config, "tfrecord"),
     ):
         batches = list(batches)
-        assert len(batches) == 1  # 20,000 rows < BATCH_ROWS
+        assert len(batches) == 1  # 20,000 rows < batch_rows(config)
         got = np.column_stack(
             [batches[0].column(name).flatten().to_numpy() for name in "ab"]
         )
         np.testing.assert_array_equal(got, values)
+
+
+def test_wide_rows_come_fewer_to_a_batch(tmp_path):
+    """A batch holds about `BATCH_VALUES` values whatever the row's width:
+    131,072 values a row -> 20 rows a batch (Parquet reads them so)."""
+    width = 2**17
+    config = parse_config({"features": {"v": {"shape": [width]}}})
+    values = np.arange(45 * width, dtype=np.float32).reshape(45, width)
+    offsets = pa.array(np.arange(0, values.size + 1, width, dtype=np.int32))
+    column = pa.ListArray.from_arrays(offsets, pa.array(values.ravel()))
+    path = tmp_path / "wide.parquet"
+    pq.write_table(pa.table({"v": column}), path)
+    batches = list(read_batches(str(path), config, "parquet"))
+    assert [batch.num_rows for batch in batches] == [20, 20, 5]
+    got = np.concatenate([b.column("v").flatten().to_numpy() for b in batches])
+    np.testing.assert_array_equal(got, values.ravel())

@@ -1,12 +1,13 @@
 """`batch_layout.coalesced`: consecutive record batches joined into batches of
-at least a number of rows, values and order kept."""
+at least a number of rows, values and order kept; `batch_rows`: how many."""
 
 import numpy as np
 import pyarrow as pa
 import pytest
 
 from tanhguard.pipeline import batch_layout
-from tanhguard.pipeline.batch_layout import coalesced
+from tanhguard.pipeline.batch_layout import batch_rows, coalesced
+from tanhguard.transforms.config import parse_config
 
 
 def _batches(sizes, start=0):
@@ -68,10 +69,15 @@ def test_no_batches_give_none():
     assert list(coalesced(iter([]), 4)) == []
 
 
-def test_the_default_is_the_readers_batch_size():
-    sizes = [batch_layout.BATCH_ROWS // 2] * 3
-    joined = list(coalesced(_batches(sizes)))
-    assert [batch.num_rows for batch in joined] == [
-        batch_layout.BATCH_ROWS,
-        batch_layout.BATCH_ROWS // 2,
-    ]
+@pytest.mark.parametrize(
+    "features, rows",
+    [
+        ({f"f{i}": {} for i in range(10)}, 262_144),  # 10 values a row
+        ({"v": {"shape": [200]}, "x": {}}, 10 * 2**18 // 201),
+        ({"v": {"shape": [20_000_000]}}, 1),  # wider than a batch: a row
+    ],
+)
+def test_a_batch_holds_about_batch_values_values(features, rows):
+    config = parse_config({"features": features})
+    assert batch_layout.BATCH_VALUES == 10 * 2**18  # 10 MiB of float32
+    assert batch_rows(config) == rows
