@@ -10,7 +10,6 @@ Writes, into the output directory:
 from __future__ import annotations
 
 import dataclasses
-import functools
 import importlib.metadata
 import logging
 import posixpath
@@ -159,7 +158,11 @@ def first_phase(passes: _Passes) -> np.ndarray:
     """
     inputs = dense_batch
     if passes.spill is not None:
-        inputs = functools.partial(spill.spilled, directory=passes.spill)
+        directory = passes.spill
+
+        def inputs(element, config):  # a function: Beam's type check names it
+            return spill.spilled(element, config, directory)
+
     return passes.combine("parameters", FirstPhaseCombineFn(passes.config), inputs)
 
 

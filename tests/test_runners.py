@@ -34,6 +34,9 @@ RUNNERS = {
         "--direct_num_workers=2",
     ],
     "DirectRunner named on the command line": ["--runner=DirectRunner"],
+    # Beam wraps every function in a check that reads its name (CSV input:
+    # the later passes read the kept values).
+    "runtime type checks": ["--runtime_type_check"],
     "PortableRunner with the embedded job service": [
         "--runner=PortableRunner",
         "--job_endpoint=embed",
