@@ -1,10 +1,11 @@
 """The Beam pipelines of tanhguard's jobs, and the runner they get when the
 flags name none.
 
-With no `--runner`, Beam runs a pipeline on its `DirectRunner`. Since about
-Beam 2.6x that runner first tries the Prism runner: it downloads a Go program
-from GitHub and runs the job there, and only falls back to the in-process
-`FnApiRunner` when that fails. On a machine that cannot reach GitHub the
+With no `--runner`, Beam runs a pipeline on its `DirectRunner`. Since Beam
+2.68 that runner first tries the Prism runner: it downloads a Go program from
+GitHub and runs the job there, and only falls back to the in-process
+`FnApiRunner` when that fails (Beam's release notes advise pinning the
+`FnApiRunner` where that matters). On a machine that cannot reach GitHub the
 attempt costs about 0.1 s a pipeline and leaves three empty directories in
 the system's temporary folder each time (measured with Beam 2.77); on one that
 can, the job runs in a downloaded program that tanhguard was never tested
