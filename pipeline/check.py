@@ -40,7 +40,7 @@ from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOpt
 
 from tanhguard.errors import ArtifactsError, DataError
 from tanhguard.pipeline.artifacts import load_artifacts_config, load_stats
-from tanhguard.pipeline.batch_layout import dense_batch
+from tanhguard.pipeline.batch_layout import dense_batch, row_width
 from tanhguard.pipeline.beam_runner import new_pipeline
 from tanhguard.pipeline.job_errors import data_errors_unwrapped
 from tanhguard.pipeline.readers import ReadRecordBatches, resolve_inputs
@@ -428,7 +428,7 @@ def check(
             f"{stats.get('format_version')}, before 4): drift cannot be judged; "
             "run `tanhguard analyze` again, or leave out --max-drift"
         )
-    columns = sum(feature.size for feature in config.features.values())
+    columns = row_width(config)
     logger.info("checking %d %s file(s) matching %s", len(files), fmt, data)
     options = PipelineOptions(list(beam_args))
     with data_errors_unwrapped(), _scratch(options) as work:

@@ -222,10 +222,9 @@ def read_csv_batches(
 ) -> Iterator[pa.RecordBatch]:
     """Streams one CSV file as record batches in the layout of `arrow_schema`
     (Arrow's blocks joined into batches of `rows` rows, by default
-    `batch_rows`), parsed on a
-    thread of their own a few batches ahead of the caller (`read_ahead`: the
-    caller's work on a batch and the parsing of the next ones take both
-    cores).
+    `batch_rows`), parsed on a thread of their own a few batches ahead of the
+    caller (`read_ahead`: the caller's work on a batch and the parsing of the
+    next ones take both cores).
 
     Cells: a number; `nan`, `inf`, `-inf` (any case); or empty (missing).
 
