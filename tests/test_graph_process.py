@@ -87,6 +87,51 @@ def test_the_graph_process_writes_what_the_in_process_route_writes(job):
     assert sorted(raw_spec) == ["count", "heavy", "logged", "vec"]
 
 
+def test_the_graph_is_traced_once_with_the_schema_of_tfts_full_route(
+    job, monkeypatch, tmp_path
+):
+    from tensorflow_transform import impl_helper
+
+    from tanhguard.pipeline import graph_process
+    from tanhguard.transforms import preprocessing
+
+    traces = []
+    build = preprocessing.build_preprocessing_fn
+
+    def counting_build(*args, **kwargs):
+        preprocessing_fn = build(*args, **kwargs)
+
+        def counted(inputs):
+            traces.append(1)
+            return preprocessing_fn(inputs)
+
+        return counted
+
+    monkeypatch.setattr(preprocessing, "build_preprocessing_fn", counting_build)
+    config = load_config(job / "c.yaml")
+    run_analyze(config, str(job / "d.csv"), tmp_path / "once")
+    assert len(traces) == 1
+
+    def full_route(preprocessing_fn, feature_specs, type_specs, work):
+        impl_helper.analyze_in_place(
+            preprocessing_fn,
+            force_tf_compat_v1=False,
+            feature_specs=feature_specs,
+            type_specs=type_specs,
+            transform_output_path=work,
+        )
+
+    monkeypatch.setattr(graph_process, "_save_graph", full_route)
+    traces.clear()
+    run_analyze(config, str(job / "d.csv"), tmp_path / "full")
+    assert len(traces) == 2  # TFT's route traces it again for the schema
+    once = tft.TFTransformOutput(str(tmp_path / "once"))
+    full = tft.TFTransformOutput(str(tmp_path / "full"))
+    assert once.transformed_metadata.schema == full.transformed_metadata.schema
+    assert once.transformed_feature_spec() == full.transformed_feature_spec()
+    assert len(once.transformed_feature_spec()) == 5  # vec__missing too
+
+
 @pytest.mark.parametrize("path_from", ["PYTHONPATH", "sys.path"])
 def test_a_failing_graph_process_is_one_line_and_nothing_written(
     job, tmp_path, path_from
