@@ -257,6 +257,7 @@ def run_analyze(
       DataError: A file is missing, has no header, lacks a configured column,
         holds a non-numeric cell, or the dataset has no rows.
       OutputExistsError: `output` exists and `overwrite` is false.
+      OptionsError: `beam_args` that Beam rejects (`beam_runner.new_pipeline`).
     """
     started = time.monotonic()
     graph = graph_process.take(data, fmt)  # imports TensorFlow during the passes

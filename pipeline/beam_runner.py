@@ -20,8 +20,18 @@ name, `--runner=DirectRunner` included, is Beam's to choose as before.
 from __future__ import annotations
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import (
+    PipelineOptions,
+    StandardOptions,
+    TypeOptions,
+)
 from apache_beam.runners.runner import PipelineRunner
+
+from tanhguard.errors import OptionsError
+
+# How Beam's `Pipeline` starts the `ValueError` of its options' validation,
+# one error a line after it (Beam 2.60-2.77).
+_VALIDATION_ERRORS = "Pipeline has validations errors:"
 
 
 class InProcessRunner(PipelineRunner):
@@ -74,8 +84,31 @@ class _InProcessPipeline(beam.Pipeline):
 
 
 def new_pipeline(options: PipelineOptions) -> beam.Pipeline:
-    """A pipeline with `options` on the runner `runner_for` picks."""
+    """A pipeline with `options` on the runner `runner_for` picks.
+
+    Raises:
+      OptionsError: Beam's validation of the options failed (Beam raises a
+        `ValueError`, which would read as a bug), or they ask for a type
+        hint on every transform (`--type_check_strictness=ALL_REQUIRED`),
+        which tanhguard's pipelines do not declare.
+    """
+    if options.view_as(TypeOptions).type_check_strictness == "ALL_REQUIRED":
+        raise OptionsError(
+            "--type_check_strictness=ALL_REQUIRED: tanhguard's pipelines do "
+            "not declare a type hint on every transform; leave it at "
+            "DEFAULT_TO_ANY (Beam still checks the hints they declare)"
+        )
     runner = runner_for(options)
-    if runner is None:
-        return beam.Pipeline(options=options)
-    return _InProcessPipeline(runner=runner, options=options)
+    try:
+        if runner is None:
+            return beam.Pipeline(options=options)
+        return _InProcessPipeline(runner=runner, options=options)
+    except ValueError as error:
+        message = str(error)
+        if not message.startswith(_VALIDATION_ERRORS):
+            raise
+        details = [line.strip() for line in message.splitlines()[1:]]
+        raise OptionsError(
+            "Apache Beam rejected the pipeline options: "
+            + "; ".join(line for line in details if line)
+        ) from None

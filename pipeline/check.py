@@ -400,6 +400,7 @@ def check(
     Raises:
       ArtifactsError: `artifacts` is not an artifacts directory.
       DataError: a file is missing or unreadable, or holds no rows.
+      OptionsError: `beam_args` that Beam rejects (`beam_runner.new_pipeline`).
     """
     for name, value in (
         ("max_clipped_increase", max_clipped_increase),

@@ -265,6 +265,7 @@ def run_transform(
 
     Raises:
       DataError / ExportError: bad input files or artifacts, named.
+      OptionsError: `beam_args` that Beam rejects (`beam_runner.new_pipeline`).
       ValueError: an unknown `output_format`.
     """
     if output_format not in FORMATS:

@@ -12,6 +12,7 @@ that caught those keeps working.
     │   └── NoFiniteValuesError
     ├── ArtifactsError       an artifacts directory or graph that is not usable
     ├── ExportError          a model or raw features that cannot be served
+    ├── OptionsError         Apache Beam flags that cannot be used
     └── OutputError          an output that cannot or must not be written
         └── OutputExistsError
 """
@@ -43,6 +44,11 @@ class ExportError(TanhguardError, ValueError):
     """Artifacts, a model or raw features that cannot be exported or served."""
 
 
+class OptionsError(TanhguardError, ValueError):
+    """Apache Beam flags that Beam rejects, or that tanhguard's jobs cannot
+    run with; the message names the flag."""
+
+
 class OutputError(TanhguardError, OSError):
     """An output location that cannot, or must not, be written."""
 
@@ -57,6 +63,7 @@ __all__ = [
     "DataError",
     "ExportError",
     "NoFiniteValuesError",
+    "OptionsError",
     "OutputError",
     "OutputExistsError",
     "TanhguardError",

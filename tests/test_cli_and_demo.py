@@ -114,6 +114,20 @@ def test_a_flag_neither_tanhguard_nor_beam_takes_is_an_error(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
+def test_a_flag_value_beam_rejects_is_one_line_and_exit_1(tmp_path, capsys):
+    (tmp_path / "c.yaml").write_text("features:\n  x: {}\n")
+    (tmp_path / "d.csv").write_text("x\n1\n2\n3\n")
+    argv = ["analyze", "--config", str(tmp_path / "c.yaml"), "--data"]
+    argv += [str(tmp_path / "d.csv"), "--output", str(tmp_path / "o")]
+    assert main([*argv, "--type_check_additional=bogus"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == (
+        "tanhguard: error: Apache Beam rejected the pipeline options: "
+        "Unrecognized --type_check_additional feature: bogus"
+    )
+    assert not (tmp_path / "o").exists()
+
+
 def test_every_runner_flag_the_readme_names_is_a_beam_flag():
     text = README.read_text()
     section = text[

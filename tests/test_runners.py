@@ -13,6 +13,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.portability.fn_api_runner import fn_runner
 from graph_oracle import assert_stats_close
 
+from tanhguard.errors import OptionsError
 from tanhguard.pipeline.analyze import run_analyze
 from tanhguard.pipeline.beam_runner import InProcessRunner, new_pipeline, runner_for
 from tanhguard.pipeline.check import check
@@ -70,6 +71,42 @@ def test_other_runner_gives_the_same_statistics(data_and_default, runner):
     assert stats["num_rows"] == default["num_rows"] == 2100
     assert_stats_close(stats["features"], default["features"])
     assert (output / "transform_fn" / "saved_model.pb").exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "match"),
+    [
+        # Beam's own validation: a ValueError, which would read as a bug.
+        (
+            ["--type_check_additional=bogus"],
+            r"^Apache Beam rejected the pipeline options: Unrecognized "
+            r"--type_check_additional feature: bogus$",
+        ),
+        (
+            ["--runner=DirectRunner", "--type_check_additional=bogus"],
+            r"^Apache Beam rejected the pipeline options: Unrecognized",
+        ),
+        # The pipelines declare no type hint on every transform.
+        (
+            ["--type_check_strictness=ALL_REQUIRED"],
+            r"^--type_check_strictness=ALL_REQUIRED: tanhguard's pipelines do "
+            "not declare a type hint on every transform",
+        ),
+    ],
+)
+def test_flags_beam_rejects_are_an_options_error_with_nothing_written(
+    data_and_default, tmp_path, flags, match
+):
+    root, _ = data_and_default
+    data = str(root / "part-*.csv")
+    with pytest.raises(OptionsError, match=match):
+        run_analyze(CONFIG, data, tmp_path / "out", flags)
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(OptionsError, match=match):
+        check(root / "default", data, beam_args=flags)
+    with pytest.raises(OptionsError, match=match):
+        run_transform(root / "default", data, tmp_path / "rows", beam_args=flags)
+    assert not (tmp_path / "rows").exists()
 
 
 def test_the_flags_runner_is_beams_choice_and_none_means_the_in_process_runner():
