@@ -46,8 +46,8 @@ from tanhguard.transforms.config import Config
 # get join blocks up to `batch_layout.BATCH_VALUES` values, `coalesced`).
 # The streaming reader reads several blocks ahead: on a 1 GB file, 16 MB
 # blocks kept 0.7 GB resident, 4 MB blocks 0.27 GB, at the same speed. It is
-# also the maximum row size: Arrow fails on a row that straddles two block
-# boundaries.
+# also the longest row always read: Arrow fails on a row that straddles two
+# block boundaries (a longer row within two blocks is read).
 DEFAULT_BLOCK_SIZE = 4 << 20
 
 # The longest header line read (`/dev/zero` has no line end).
