@@ -154,7 +154,7 @@ class Preprocessor(tf.Module):
         feature's) and its shape: `[batch]` (or `[batch, 1]`) for a scalar,
         `[batch, d]` for a vector. Eager calls check the shapes here; in a
         graph (the SavedModel's `transform_features` signature) one assertion
-        checks them when it runs (see `_shape_check`), with an
+        checks each feature's rows and number of values when it runs, with an
         `InvalidArgumentError` that names the first feature in error.
 
         A given feature's values are all present (but NaN in an `int` one
@@ -287,30 +287,21 @@ class Preprocessor(tf.Module):
     def _shape_check(
         self, dense: Mapping[str, tf.Tensor], batch: tf.Tensor
     ) -> tf.Operation:
-        """One assertion, when the graph runs, that each feature has
-        `batch * size` values (`batch`: the first feature's rows), and each
-        vector but the first `batch` rows.
+        """One assertion, when the graph runs, that each feature has `batch`
+        rows (the first feature's) and `batch * size` values.
 
         A loaded signature does not hold its inputs to their declared shapes
         (`[None]`, `[None, d]`): unchecked, a `[batch, d + 1]` vector or a
         `[batch, 2]` scalar would flatten into more rows, and a transposed
-        `[d, batch]` vector would be read across its rows. A scalar is
-        checked by its number of values alone: any shape of `batch` values
-        (`[batch]`, `[batch, 1]`, `[1, batch]`) holds them in row order. That
-        is two ops a scalar fewer than reading its rows too: each op costs a
-        serving call about a microsecond, whatever its size.
-
-        The assertion's `InvalidArgumentError` names the first feature in
-        error: for a vector, a wrong batch size (`feature `x`: batch size
-        differs ...`) before a wrong width (`feature `x`: expected shape
-        [batch, d]`)."""
+        `[d, batch]` vector would be read across its rows. The assertion's
+        `InvalidArgumentError` names the first feature in error: a wrong
+        batch size (`feature `x`: batch size differs ...`) before a wrong
+        width (`feature `x`: expected shape [batch, d]`)."""
         first = next(iter(dense))
         counts, factors, messages = [], [], []
         for name, value in dense.items():
             feature = self.config.features[name]
-            if name == first:
-                wanted = f"feature `{name}`: expected shape {_wanted(feature)}"
-            elif feature.is_vector:
+            if name != first:
                 counts.append(tf.shape(value, out_type=tf.int64)[0])
                 factors.append(1)
                 messages.append(
@@ -318,16 +309,9 @@ class Preprocessor(tf.Module):
                     f"feature `{first}`; every feature needs one value (or "
                     "vector) per row"
                 )
-                wanted = f"feature `{name}`: expected shape {_wanted(feature)}"
-            else:
-                wanted = (
-                    f"feature `{name}`: expected shape [batch] with the batch "
-                    f"size of feature `{first}`; every feature needs one value "
-                    "(or vector) per row"
-                )
             counts.append(tf.size(value, out_type=tf.int64))
             factors.append(feature.size)
-            messages.append(wanted)
+            messages.append(f"feature `{name}`: expected shape {_wanted(feature)}")
         equal = tf.equal(tf.stack(counts), batch * np.array(factors, np.int64))
         # The first check that fails (the last if none, a message unused):
         # the lowest position not equal, with no ties to break.

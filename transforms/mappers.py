@@ -106,18 +106,6 @@ def _scattered(indices: tf.Tensor, floats: tf.Tensor, shape: tf.Tensor) -> tf.Te
     return tf.reshape(dense, [-1])
 
 
-def _scatter_each(
-    indices: Sequence[tf.Tensor], floats: Sequence[tf.Tensor], shapes: tf.Tensor
-) -> list[tf.Tensor]:
-    """`_scattered` for each sparse input; `shapes` is `[n, 2]`."""
-    return [
-        _scattered(where, x, shape)
-        for where, x, shape in zip(
-            indices, floats, tf.unstack(shapes, num=len(indices)), strict=True
-        )
-    ]
-
-
 def _missing(values: tf.SparseTensor, size: int) -> tf.Tensor:
     """bool `[batch, size]`: where a `SparseTensor` gives no value."""
     present = tf.sparse.to_dense(
@@ -225,20 +213,13 @@ def densify_all(
             # are, or scattered and flattened.
             full, shapes = _all_full(sparse)
 
-            # One call that is not inlined: a branch not taken still costs
-            # the graph's executor each of its nodes (about ten a feature),
-            # and full inputs (a serving call's) never take this one. A
-            # function of its own per trace: no retracing across graphs.
-            scatter_all = tf.function(
-                _scatter_each,
-                autograph=False,
-                experimental_attributes={"_noinline": True},
-            )
-
             def scattered() -> list[tf.Tensor]:
-                return scatter_all(
-                    [values.indices for values, _ in sparse], floats, shapes
-                )
+                return [
+                    _scattered(values.indices, x, shape)
+                    for (values, _), x, shape in zip(
+                        sparse, floats, tf.unstack(shapes, num=len(sparse)), strict=True
+                    )
+                ]
 
             dense_sparse = list(
                 tf.cond(full, lambda: floats, scattered, name=FULL_INPUTS_BRANCH)
