@@ -314,6 +314,12 @@ def _analyze_into(
     options = PipelineOptions(list(beam_args))
     with data_errors_unwrapped(), work_dir(options, staging) as work:
         local = work == str(staging)  # no --temp_location
+        if graph is not None and not fs.is_local(work):
+            # This process imported TensorFlow to reach the work directory,
+            # and a filesystem of its own (`ram://`) is not the child's: the
+            # graph is saved here.
+            graph.stop()
+            graph = None
         vector = _analyze(
             config, files, fmt, options, work, staging, rows_format, graph, local
         )

@@ -44,10 +44,10 @@ def job(tmp_path_factory):
     return root
 
 
-def _analyze_command(root, output, env=None):
+def _analyze_command(root, output, env=None, flags=()):
     return subprocess.run(
         [sys.executable, "-m", "tanhguard.pipeline.cli", "analyze", "--config",
-         "c.yaml", "--data", "d.csv", "--output", output],
+         "c.yaml", "--data", "d.csv", "--output", output, *flags],
         cwd=root,
         env=env,
         capture_output=True,
@@ -85,6 +85,28 @@ def test_the_graph_process_writes_what_the_in_process_route_writes(job):
     # The raw schema the child wrote is the one TFT reads back.
     raw_spec = tft.TFTransformOutput(str(job / "child")).raw_feature_spec()
     assert sorted(raw_spec) == ["count", "heavy", "logged", "vec"]
+
+
+def test_a_temp_location_of_this_process_alone_gets_the_graph_saved_here(job):
+    # TensorFlow's `ram://` filesystem lives in one process: a graph the
+    # child saved there was lost, and the artifacts came out without it.
+    done = _analyze_command(job, "ram", flags=["--temp_location", "ram://b/t"])
+    assert done.returncode == 0, done.stderr
+    assert (job / "ram" / "transform_fn" / "saved_model.pb").exists()
+    assert (job / "ram" / "transformed_metadata").is_dir()
+    raw = {
+        "heavy": np.array([np.nan, 3.0], np.float32),
+        "count": np.array([0, 4], np.int64),
+        "vec": np.array([[np.nan, 1], [0, np.inf]], np.float32),
+        "logged": np.array([1e30, 20.0], np.float32),
+    }
+    run_analyze(load_config(job / "c.yaml"), str(job / "d.csv"), job / "ram_here")
+    out_ram, out_here = (
+        apply_graph(job / "ram", raw),
+        apply_graph(job / "ram_here", raw),
+    )
+    for name, values in out_here.items():
+        np.testing.assert_array_equal(out_ram[name], values, err_msg=name)
 
 
 def test_the_graph_is_traced_once_with_the_schema_of_tfts_full_route(
