@@ -28,6 +28,7 @@ case: it never outlives the command.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import os
 import pickle
@@ -111,15 +112,26 @@ def _save_graph(preprocessing_fn, feature_specs, type_specs, work: str) -> None:
     type_specs, work)` in one trace: its steps, through the same TFT
     functions, but for the metadata trace, whose annotations are empty for
     a function with no TFT mappers (tests/test_graph_process.py compares
-    the schema with the full route's). With a TFT whose helpers differ, the
-    full route."""
+    the schema with the full route's). With a TFT whose helpers are missing
+    or take other arguments, the full route."""
     from tensorflow_transform import impl_helper, schema_inference
     from tensorflow_transform.output_wrapper import TFTransformOutput
     from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
 
     trace_and_write = getattr(impl_helper, "_trace_and_write_transform_fn", None)
-    if trace_and_write is None or not hasattr(
-        schema_inference, "infer_feature_schema_v2"
+    arguments = {
+        "saved_model_dir": posixpath.join(work, TFTransformOutput.TRANSFORM_FN_DIR),
+        "preprocessing_fn": preprocessing_fn,
+        "input_signature": type_specs,
+        "base_temp_dir": None,
+        "tensor_replacement_map": None,
+        "output_keys_to_name_map": None,
+        "save_options": None,
+    }
+    if (
+        trace_and_write is None
+        or set(inspect.signature(trace_and_write).parameters) != set(arguments)
+        or not hasattr(schema_inference, "infer_feature_schema_v2")
     ):
         impl_helper.analyze_in_place(
             preprocessing_fn,
@@ -129,15 +141,7 @@ def _save_graph(preprocessing_fn, feature_specs, type_specs, work: str) -> None:
             transform_output_path=work,
         )
         return
-    concrete = trace_and_write(
-        saved_model_dir=posixpath.join(work, TFTransformOutput.TRANSFORM_FN_DIR),
-        preprocessing_fn=preprocessing_fn,
-        input_signature=type_specs,
-        base_temp_dir=None,
-        tensor_replacement_map=None,
-        output_keys_to_name_map=None,
-        save_options=None,
-    )
+    concrete = trace_and_write(**arguments)
     no_analyzers = getattr(impl_helper, "_assert_no_analyzers_in_graph", None)
     if no_analyzers is not None:
         no_analyzers(concrete.graph)
