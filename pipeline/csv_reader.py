@@ -8,8 +8,9 @@ column `c`, or `c_0` ... `c_{d-1}`). A cell is a number, `nan`,
 file (by its first bytes, whatever its name) is decompressed as it is read.
 
 Memory stays bounded whatever the file: the header is read up to
-`MAX_HEADER_BYTES`, a row must fit in one Arrow block
-(`DEFAULT_BLOCK_SIZE`), and the blocks joined into a record batch hold about
+`MAX_HEADER_BYTES`, a row longer than one Arrow block (`DEFAULT_BLOCK_SIZE`)
+is an error when it spans two block boundaries (one longer than two blocks
+always does), and the blocks joined into a record batch hold about
 `batch_layout.BATCH_VALUES` values (one block's more at most).
 """
 

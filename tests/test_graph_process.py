@@ -112,8 +112,6 @@ def test_a_temp_location_of_this_process_alone_gets_the_graph_saved_here(job):
 def test_the_graph_is_traced_once_with_the_schema_of_tfts_full_route(
     job, monkeypatch, tmp_path
 ):
-    from tensorflow_transform import impl_helper
-
     from tanhguard.pipeline import graph_process
     from tanhguard.transforms import preprocessing
 
@@ -134,16 +132,10 @@ def test_the_graph_is_traced_once_with_the_schema_of_tfts_full_route(
     run_analyze(config, str(job / "d.csv"), tmp_path / "once")
     assert len(traces) == 1
 
-    def full_route(preprocessing_fn, feature_specs, type_specs, work):
-        impl_helper.analyze_in_place(
-            preprocessing_fn,
-            force_tf_compat_v1=False,
-            feature_specs=feature_specs,
-            type_specs=type_specs,
-            transform_output_path=work,
-        )
-
-    monkeypatch.setattr(graph_process, "_save_graph", full_route)
+    # TFT's `impl_helper.analyze_in_place`, as `_save_graph` falls back to.
+    monkeypatch.setattr(
+        graph_process, "_save_graph", graph_process._save_graph_tft_route
+    )
     traces.clear()
     run_analyze(config, str(job / "d.csv"), tmp_path / "full")
     assert len(traces) == 2  # TFT's route traces it again for the schema
