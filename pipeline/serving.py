@@ -9,6 +9,9 @@
                        feature (not its `column`: signature inputs are names):
                        float32 (int64 for `dtype: int`), shape `[batch]` for a
                        scalar and `[batch, d]` for a vector; NaN is missing.
+                       It runs the transform graph's function traced on
+                       dense inputs, when that trace is bitwise equal to the
+                       graph on probe rows (`dense_route`); else the graph.
 
 Both return the transformed features (`name`, `name__missing`, ...), or, with
 a model attached, the model's outputs (`predictions` for a single output).
@@ -20,7 +23,8 @@ outputs in config order (`model_matrix`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +32,21 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from tanhguard.errors import ExportError
+from tanhguard.errors import ArtifactsError, ExportError
 from tanhguard.pipeline.artifacts import (
     load_artifacts_config,
     passes_full_inputs_through,
 )
 from tanhguard.pipeline.batch_layout import raw_feature_spec
+from tanhguard.pipeline.dense_route import (
+    dense_preprocessing_fn,
+    first_difference,
+    probe_inputs,
+)
 from tanhguard.transforms.config import Config
+from tanhguard.transforms.preprocessing import TRANSPOSE_MIN_ROWS
+
+logger = logging.getLogger(__name__)
 
 SERVING_SIGNATURE = "serving_default"
 TENSORS_SIGNATURE = "transform_features"
@@ -270,6 +282,25 @@ class Preprocessor(tf.Module):
                 )
         return sparse
 
+    def dense_inputs(self, raw: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """The `transform_features` signature's tensors (every feature, of
+        its declared dtype) as the preprocessing_fn's dense inputs:
+        `[batch, size]`, keyed by source column, read only once the
+        assertion `raw_tensors` makes in a graph has held."""
+        dense = {name: raw[name] for name in self.config.features}
+        batch = tf.shape(next(iter(dense.values())), out_type=tf.int64)[0]
+        # Made before the block, so that each reshape holds the control
+        # dependency itself (see `raw_tensors`).
+        widths = {
+            name: tf.constant([-1, feature.size])
+            for name, feature in self.config.features.items()
+        }
+        with tf.control_dependencies([self._shape_check(dense, batch)]):
+            return {
+                self.config.source_column(name): tf.reshape(value, widths[name])
+                for name, value in dense.items()
+            }
+
     @staticmethod
     def _same_batch(
         name: str, value: tf.Tensor, first_name: str, first: tf.Tensor
@@ -454,7 +485,14 @@ def _model_outputs(model, preprocessed, config: Config) -> dict[str, tf.Tensor]:
 
 
 class ServingModule(tf.Module):
-    """What is saved: the preprocessing, an optional model, two signatures."""
+    """What is saved: the preprocessing, an optional model, two signatures.
+
+    `transform_features` runs the preprocessing_fn traced on its dense
+    inputs when that trace is bitwise equal to the transform graph on the
+    probe rows (`dense_route`), else the transform graph, as
+    `serving_default` always does; `tensors_route` says which
+    (`"dense"` or `"transform graph"`), `tensors_route_reason` why not the
+    dense one (None when it is taken)."""
 
     def __init__(self, artifacts: str | Path, model=None):
         super().__init__(name="tanhguard_serving")
@@ -467,28 +505,81 @@ class ServingModule(tf.Module):
             self._serve_examples,
             input_signature=[tf.TensorSpec([None], tf.string, name="examples")],
         )
+        signature = [
+            {
+                name: tf.TensorSpec(
+                    [None, feature.size] if feature.is_vector else [None],
+                    tf.int64 if feature.dtype == "int" else tf.float32,
+                    name=name,
+                )
+                for name, feature in config.features.items()
+            }
+        ]
+        self._dense_fn: Callable | None = None
+        self.tensors_route_reason = self._take_dense_route(signature)
+        self.tensors_route = "transform graph" if self._dense_fn is None else "dense"
+        if self.tensors_route_reason is not None:
+            logger.info(
+                "transform_features takes the transform graph's sparse inputs "
+                "(a slower call than dense ones): %s",
+                self.tensors_route_reason,
+            )
         self.transform_features = tf.function(
-            self._serve_tensors,
-            input_signature=[
-                {
-                    name: tf.TensorSpec(
-                        [None, feature.size] if feature.is_vector else [None],
-                        tf.int64 if feature.dtype == "int" else tf.float32,
-                        name=name,
-                    )
-                    for name, feature in config.features.items()
-                }
-            ],
+            self._serve_tensors, input_signature=signature
         )
 
-    def _finish(self, raw: dict[str, tf.SparseTensor]) -> dict[str, tf.Tensor]:
-        preprocessed = self.preprocessor.tft_layer(raw)
+    def _take_dense_route(self, signature: list) -> str | None:
+        """Sets `_dense_fn` if the dense trace equals the transform graph on
+        the probe rows, at a batch below and one at `TRANSPOSE_MIN_ROWS`
+        (where vectors are put together another way); else says why not."""
+        preprocessor = self.preprocessor
+        try:
+            config, vector, dense_fn = dense_preprocessing_fn(preprocessor.artifacts)
+        except ArtifactsError as error:
+            return str(error)
+        if config.to_json_dict() != preprocessor.config.to_json_dict():
+            return "the transform graph's config differs from the artifacts' config"
+
+        def by_graph(raw):
+            return dict(preprocessor.tft_layer(preprocessor.raw_tensors(raw)))
+
+        def by_dense(raw):
+            return dense_fn(preprocessor.dense_inputs(raw))
+
+        graph = tf.function(by_graph, input_signature=signature)
+        dense = tf.function(by_dense, input_signature=signature)
+        probe = probe_inputs(config, vector)
+        rows = len(next(iter(probe.values())))
+        tiles = -(-TRANSPOSE_MIN_ROWS // rows)
+        for batch in (
+            probe,
+            {k: np.concatenate([v] * tiles) for k, v in probe.items()},
+        ):
+            inputs = {name: tf.constant(value) for name, value in batch.items()}
+            expected = {k: v.numpy() for k, v in graph(inputs).items()}
+            got = {k: v.numpy() for k, v in dense(inputs).items()}
+            difference = first_difference(expected, got)
+            if difference is not None:
+                return (
+                    f"its trace by this tanhguard differs from it on "
+                    f"{len(next(iter(batch.values()))):,} probe rows: {difference}"
+                )
+        self._dense_fn = dense_fn
+        return None
+
+    def _finish(self, preprocessed: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         if self.model is None:
             return dict(preprocessed)
         return _model_outputs(self.model, preprocessed, self.preprocessor.config)
 
     def _serve_examples(self, examples: tf.Tensor) -> dict[str, tf.Tensor]:
-        return self._finish(self.preprocessor.parse_examples(examples))
+        preprocessor = self.preprocessor
+        return self._finish(
+            preprocessor.tft_layer(preprocessor.parse_examples(examples))
+        )
 
     def _serve_tensors(self, raw: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        return self._finish(self.preprocessor.raw_tensors(raw))
+        preprocessor = self.preprocessor
+        if self._dense_fn is not None:
+            return self._finish(self._dense_fn(preprocessor.dense_inputs(raw)))
+        return self._finish(preprocessor.tft_layer(preprocessor.raw_tensors(raw)))

@@ -1,6 +1,7 @@
 """Export: the serving SavedModel alone and in front of tf_keras and Keras 3
 tanh models, TensorFlow's own saved_model_cli on it, and bad input."""
 
+import json
 import subprocess
 import sys
 
@@ -12,19 +13,23 @@ import tensorflow_transform as tft
 import tf_keras
 from graph_oracle import dense_as_sparse
 
+from tanhguard.pipeline import serving
 from tanhguard.pipeline.analyze import run_analyze
 from tanhguard.pipeline.artifacts import passes_full_inputs_through
 from tanhguard.pipeline.cli import EXIT_ERROR, EXIT_OK, main
 from tanhguard.pipeline.demo import demo_config, generate_demo_rows, write_demo_csv
+from tanhguard.pipeline.dense_route import first_difference
 from tanhguard.pipeline.export import (
     ExportError,
     Preprocessor,
+    ServingModule,
     attach,
     export,
     load_keras_model,
     model_matrix,
 )
 from tanhguard.transforms import mappers, preprocessing
+from tanhguard.transforms.config import parse_config
 
 ROWS = 3000
 CONFIG = demo_config()
@@ -291,6 +296,110 @@ def _scatter_every_input(features, name=None):
                 mappers.Densified(tf.reshape(flat, [-1, size]), missing, flat)
             )
     return results
+
+
+def _bits(outputs) -> dict[str, np.ndarray]:
+    """Each output's values as unsigned integers: equal only if bitwise."""
+    arrays = {name: np.asarray(value) for name, value in outputs.items()}
+    return {
+        name: value.view(f"u{value.dtype.itemsize}") for name, value in arrays.items()
+    }
+
+
+def _op_names(concrete) -> set[str]:
+    """Every node name of a concrete function's graph and of its library."""
+    graph_def = concrete.graph.as_graph_def()
+    names = {node.name for node in graph_def.node}
+    for function in graph_def.library.function:
+        names.update(node.name for node in function.node_def)
+    return names
+
+
+@pytest.mark.parametrize("rows", [3, 20_000])  # below and past the transpose
+def test_tensor_signature_serves_the_dense_trace_bitwise_equal_to_the_graph(
+    artifacts, standalone, rows
+):
+    assert ServingModule(artifacts).tensors_route == "dense"
+    loaded = tf.saved_model.load(str(standalone))
+    signature = loaded.signatures["transform_features"]
+    # The dense trace has no densify branch; serving_default's graph does.
+    branch = mappers.FULL_INPUTS_BRANCH
+    assert not any(n.endswith(branch) for n in _op_names(signature))
+    assert any(
+        n.endswith(branch) for n in _op_names(loaded.signatures["serving_default"])
+    )
+    raw = _hostile(_raw_rows(rows, seed=31))
+    raw["passengers"][-2:] = [np.iinfo(np.int64).max, np.iinfo(np.int64).min]
+    got = signature(**{name: tf.constant(values) for name, values in raw.items()})
+    want = _reference(artifacts, raw)
+    assert set(got) == set(want)
+    for name, bits in _bits(want).items():
+        np.testing.assert_array_equal(_bits(got)[name], bits, err_msg=name)
+
+
+def _edge_cases(artifacts) -> dict[str, tuple[str, object, object]]:
+    """Per case: the feature, a value, and a predicate true on it alone."""
+    stats = json.loads((artifacts / "stats.json").read_text())
+    upper = np.float32(stats["features"]["fare"]["clip"]["upper"])
+    above = np.nextafter(upper, np.float32(np.inf))  # the clip's first value
+    most = np.finfo(np.float32).max
+    largest = np.iinfo(np.int64).max
+    return {
+        "nan": ("fare", np.nan, tf.math.is_nan),
+        "+inf": ("fare", np.inf, lambda x: tf.equal(x, np.inf)),
+        "-inf": ("fare", -np.inf, lambda x: tf.equal(x, -np.inf)),
+        "float32 max": ("fare", most, lambda x: tf.equal(x, most)),
+        "just above the upper bound": ("fare", above, lambda x: tf.equal(x, above)),
+        "int64 max": ("passengers", largest, lambda x: tf.equal(x, largest)),
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["nan", "+inf", "-inf", "float32 max", "just above the upper bound", "int64 max"],
+)
+def test_a_dense_trace_differing_on_one_edge_value_is_not_served(
+    artifacts, monkeypatch, case
+):
+    name, value, hit = _edge_cases(artifacts)[case]
+    real = serving.dense_preprocessing_fn
+
+    def differing_at_the_edge(path):
+        config, vector, preprocessing_fn = real(path)
+
+        def changed(inputs):
+            outputs = preprocessing_fn(inputs)
+            at_edge = hit(tf.reshape(inputs[name], [-1]))
+            outputs[name] = tf.where(at_edge, -outputs[name] - 1.0, outputs[name])
+            return outputs
+
+        return config, vector, changed
+
+    monkeypatch.setattr(serving, "dense_preprocessing_fn", differing_at_the_edge)
+    module = ServingModule(artifacts)
+    assert module.tensors_route == "transform graph"
+    assert f"output `{name}`" in module.tensors_route_reason
+    raw = _raw_rows(4, seed=33)
+    raw[name][1] = value
+    got = module.transform_features({k: tf.constant(v) for k, v in raw.items()})
+    _assert_same(got, _reference(artifacts, raw))
+
+
+def test_a_graph_whose_config_differs_from_the_artifacts_is_served_as_it_is(
+    artifacts, monkeypatch
+):
+    real = serving.dense_preprocessing_fn
+
+    def other_config(path):
+        config, vector, preprocessing_fn = real(path)
+        document = config.to_json_dict()
+        document["features"]["fare"]["output_bound"] = 4.0
+        return parse_config(document), vector, preprocessing_fn
+
+    monkeypatch.setattr(serving, "dense_preprocessing_fn", other_config)
+    module = ServingModule(artifacts)
+    assert module.tensors_route == "transform graph"
+    assert "config differs" in module.tensors_route_reason
 
 
 def test_a_graph_without_the_full_inputs_branch_gets_every_index(
@@ -615,3 +724,15 @@ def test_missing_model_file_fails_cleanly(artifacts, tmp_path, capsys):
     assert status == EXIT_ERROR
     assert "absent.keras: no such model file" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_first_difference_compares_bits_names_and_shapes():
+    zero = {"x": np.array([1.0, 0.0], np.float32)}
+    assert first_difference(zero, {"x": np.array([1.0, 0.0], np.float32)}) is None
+    nan = {"x": np.array([np.nan], np.float32)}
+    assert first_difference(nan, {"x": np.array([np.nan], np.float32)}) is None
+    signed = first_difference(zero, {"x": np.array([1.0, -0.0], np.float32)})
+    assert signed is not None and "at value 1" in signed
+    assert "float64" in first_difference(zero, {"x": np.zeros(2)})
+    assert "[2, 1]" in first_difference(zero, {"x": np.zeros((2, 1), np.float32)})
+    assert first_difference(zero, {"y": zero["x"]}) is not None

@@ -392,6 +392,38 @@ def test_every_output_is_finite_and_bounded_and_indicators_are_0_or_1(run, value
             assert set(np.unique(outputs[output])) <= {0.0, 1.0}, output
 
 
+@pytest.fixture(scope="module")
+def serving_module(run):
+    from tanhguard.pipeline.serving import ServingModule
+
+    return ServingModule(run["root"] / "artifacts")
+
+
+def test_export_serves_every_combination_by_the_dense_trace(serving_module):
+    # Its probe rows found no difference for any clip, scale, impute and
+    # inf policy, indicators and vectors (log_zscore computes in float64).
+    assert serving_module.tensors_route == "dense", serving_module.tensors_route_reason
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(float32_values, min_size=1, max_size=32))
+def test_the_dense_trace_is_bitwise_the_saved_graph_on_any_values(
+    run, serving_module, values
+):
+    import tensorflow as tf
+
+    batch = _probe_batch(run["config"], np.array(values, dtype=np.float32))
+    want = apply_graph(run["root"] / "artifacts", batch)
+    got = serving_module.transform_features(
+        {name: tf.constant(value) for name, value in batch.items()}
+    )
+    assert set(got) == set(want)
+    for name, value in want.items():
+        np.testing.assert_array_equal(
+            got[name].numpy().view(np.uint32), value.view(np.uint32), err_msg=name
+        )
+
+
 def test_both_phases_inside_tft_give_the_statistics_of_the_two_pass_job(run, tmp_path):
     """TFX's route (both phases as TFT analyzers over one input, the graph
     densifying) against the batch job's (the first phase straight on Beam,

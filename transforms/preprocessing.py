@@ -29,7 +29,7 @@ The graph's structure (the saved `transform_fn`, as a serving call runs it):
 - The formula, column by column: every element of every feature is a
   `[batch]` column with its own scalar numbers, about six ops each
   (`mappers.guard_columns`). A vector feature is unstacked, and its outputs
-  are stacked along the last axis, or from `_TRANSPOSE_MIN_ROWS` rows on
+  are stacked along the last axis, or from `TRANSPOSE_MIN_ROWS` rows on
   (one more `tf.cond`) stacked as rows and transposed. Stacking all columns
   into one `[n, batch]` tensor with `[n, 1]` numbers was measured and not
   kept: TensorFlow's CPU kernels broadcast a column of numbers several times
@@ -135,7 +135,7 @@ def _per_element(values: Any, feature: FeatureConfig) -> Any:
 # transposed; below, stacked along the last axis. Stacking along the last axis
 # copies one number at a time (about 1 ms for 100,000 x 3 on this machine),
 # a transpose costs a fixed 0.1-0.15 ms (then 0.2-0.4 ms for 100,000 x 3).
-_TRANSPOSE_MIN_ROWS = 16_384
+TRANSPOSE_MIN_ROWS = 16_384
 
 
 def _rows(values: Any) -> tf.Tensor:
@@ -155,7 +155,7 @@ def _joined(
     way for the `rows` of the batch (one branch for all of them)."""
     columns = list(vectors.values())
     joined = tf.cond(
-        rows >= _TRANSPOSE_MIN_ROWS,
+        rows >= TRANSPOSE_MIN_ROWS,
         lambda: [tf.transpose(tf.stack(each)) for each in columns],
         lambda: [tf.stack(each, axis=1) for each in columns],
     )
