@@ -26,9 +26,11 @@ row takes the faster (benchmarks/README.md has the variants measured). Both
 sides multiply by the reciprocal of the scale.
 
 For reference, it also prints the exported module's own input handling
-alone (`wrapper ms`, `pipeline/serving.py`: `transform_features` turns its
-dense tensors into the transform graph's sparse inputs; `serving_default`
-parses `VarLenFeature`s and checks their lengths in one assertion), the hand
+alone (`wrapper ms`, `pipeline/serving.py`: `transform_features` checks its
+dense tensors' shapes and reshapes them for the dense trace of the graph, or,
+where export keeps the transform graph, turns them into its sparse inputs:
+the route is printed; `serving_default` parses `VarLenFeature`s and checks
+their lengths in one assertion), the hand
 side's `FixedLenFeature` parse alone, and the hand-written tf.function
 called in-process (no SavedModel). Machines are shared and noisy: compare
 ratios from one run.
@@ -176,14 +178,19 @@ def hand_module(stats: dict, input_specs: dict, transpose: bool):
 
 def wrapper_module(artifacts: Path, input_specs: dict):
     """A tf.Module with the exported module's input handling alone
-    (`pipeline/serving.py`): `transform_features`' dense tensors turned into
-    the transform graph's sparse inputs, and `serving_default`'s parse
-    (`VarLenFeature`s and one assertion on the number of values); each
-    returns the sparse tensors' components."""
+    (`pipeline/serving.py`), and the route `transform_features` takes.
+
+    `transform_features`' dense tensors checked and reshaped for the dense
+    trace (`Preprocessor.dense_inputs`), or, when export keeps the transform
+    graph, turned into its sparse inputs (`raw_tensors`); and
+    `serving_default`'s parse (`VarLenFeature`s and one assertion on the
+    number of values). Each returns the tensors (a sparse one's
+    components)."""
     import tensorflow as tf
 
-    from tanhguard.pipeline.serving import Preprocessor
+    from tanhguard.pipeline.serving import Preprocessor, ServingModule
 
+    route = ServingModule(artifacts).tensors_route
     preprocessor = Preprocessor(artifacts)
 
     def components(sparse: dict) -> dict:
@@ -193,10 +200,15 @@ def wrapper_module(artifacts: Path, input_specs: dict):
             for part in ("indices", "values", "dense_shape")
         }
 
+    def handled(features: dict) -> dict:
+        if route == "dense":
+            return preprocessor.dense_inputs(features)
+        return components(preprocessor.raw_tensors(features))
+
     class Wrapper(tf.Module):
         @tf.function
         def tensors(self, **features):
-            return components(preprocessor.raw_tensors(features))
+            return handled(features)
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
         def examples(self, examples):
@@ -207,7 +219,7 @@ def wrapper_module(artifacts: Path, input_specs: dict):
         "tensors": module.tensors.get_concrete_function(**input_specs),
         "examples": module.examples.get_concrete_function(),
     }
-    return module, signatures
+    return module, signatures, route
 
 
 def demo_inputs(csv_path: Path, input_specs: dict) -> dict[str, np.ndarray]:
@@ -329,7 +341,7 @@ def main(argv: list[str]) -> int:
             hands_serving.append(hand_loaded.signatures["serving_default"])
             hands_in_process.append(module.transform_features)
         hand_parse = hand_loaded.signatures["parse"]
-        module, signatures = wrapper_module(artifacts, input_specs)
+        module, signatures, route = wrapper_module(artifacts, input_specs)
         tf.saved_model.save(module, str(root / "wrapper"), signatures=signatures)
         wrapper_loaded = tf.saved_model.load(str(root / "wrapper"))
         wrapper = wrapper_loaded.signatures["tensors"]
@@ -348,7 +360,8 @@ def main(argv: list[str]) -> int:
         )
         print(
             f"demo config, {args.rows:,} rows analyzed; exported vs hand-written "
-            f"outputs on the demo rows: max |difference| {difference:.2g}"
+            f"outputs on the demo rows: max |difference| {difference:.2g}; "
+            f"transform_features route: {route}"
         )
         if difference > 1e-5:
             raise AssertionError("the hand-written ops do not match the graph")

@@ -32,8 +32,9 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from tanhguard.errors import ArtifactsError
 from tanhguard.transforms.config import Config
-from tanhguard.transforms.layout import field_slice, phase0_length
+from tanhguard.transforms.layout import field_slice, phase0_length, stats_vector_length
 from tanhguard.transforms.slots import total_slots
 
 # Random draws per element of the probe batch, of each of the two kinds.
@@ -84,6 +85,13 @@ def dense_preprocessing_fn(
     from tanhguard.transforms.preprocessing import build_preprocessing_fn
 
     config, vector = read_graph_stats(artifacts)
+    expected = stats_vector_length(total_slots(config))
+    if vector.shape != (expected,):
+        raise ArtifactsError(
+            f"{artifacts}: the transform graph's statistics vector holds "
+            f"{vector.size:,} values, where this tanhguard's layout has "
+            f"{expected:,} (written by another version)"
+        )
 
     def constant_fit(*_args, **_kwargs) -> tf.Tensor:
         # A constant of the graph being traced: one made here, eagerly,
@@ -202,9 +210,7 @@ def first_difference(left: Mapping[str, Any], right: Mapping[str, Any]) -> str |
             (bits[0].reshape(-1, width) != bits[1].reshape(-1, width)).any(axis=1)
         )
         if len(unequal):
-            row = int(unequal[0])
-            return (
-                f"output `{name}`: {a.reshape(-1)[row]!r} against "
-                f"{b.reshape(-1)[row]!r} at value {row}"
-            )
+            where = np.unravel_index(int(unequal[0]), a.shape)
+            place = f"row {where[0]}" + (f", element {where[1]}" if a.ndim > 1 else "")
+            return f"output `{name}`: {a[where]!s} against {b[where]!s} at {place}"
     return None

@@ -2,6 +2,7 @@
 tanh models, TensorFlow's own saved_model_cli on it, and bad input."""
 
 import json
+import logging
 import subprocess
 import sys
 
@@ -13,7 +14,7 @@ import tensorflow_transform as tft
 import tf_keras
 from graph_oracle import dense_as_sparse
 
-from tanhguard.pipeline import serving
+from tanhguard.pipeline import graph_stats, serving
 from tanhguard.pipeline.analyze import run_analyze
 from tanhguard.pipeline.artifacts import passes_full_inputs_through
 from tanhguard.pipeline.cli import EXIT_ERROR, EXIT_OK, main
@@ -402,6 +403,63 @@ def test_a_graph_whose_config_differs_from_the_artifacts_is_served_as_it_is(
     assert "config differs" in module.tensors_route_reason
 
 
+def test_a_statistics_vector_of_another_layout_is_served_by_the_graph(
+    artifacts, monkeypatch, caplog
+):
+    # Artifacts of a version whose statistics vector was laid out otherwise:
+    # the dense trace would slice the wrong numbers.
+    real = graph_stats.read_graph_stats
+    monkeypatch.setattr(
+        graph_stats,
+        "read_graph_stats",
+        lambda path: (real(path)[0], real(path)[1][:-5]),
+    )
+    with caplog.at_level(logging.WARNING, logger="tanhguard"):
+        module = ServingModule(artifacts)
+    assert module.tensors_route == "transform graph"
+    assert "written by another version" in module.tensors_route_reason
+    assert "written by another version" in caplog.text
+    raw = _hostile(_raw_rows(5, seed=35))
+    got = module.transform_features({k: tf.constant(v) for k, v in raw.items()})
+    _assert_same(got, _reference(artifacts, raw))
+
+
+def test_a_dense_trace_that_fails_leaves_the_graph_serving(artifacts, monkeypatch):
+    real = serving.dense_preprocessing_fn
+
+    def failing(path):
+        config, vector, _ = real(path)
+
+        def trace(inputs):
+            raise ValueError("in user code:\n  File x\n  Shapes (1,) and (0,) differ")
+
+        return config, vector, trace
+
+    monkeypatch.setattr(serving, "dense_preprocessing_fn", failing)
+    module = ServingModule(artifacts)
+    assert module.tensors_route == "transform graph"
+    assert module.tensors_route_reason == (
+        "tracing it again failed: ValueError: Shapes (1,) and (0,) differ"
+    )
+    raw = _raw_rows(3, seed=36)
+    got = module.transform_features({k: tf.constant(v) for k, v in raw.items()})
+    _assert_same(got, _reference(artifacts, raw))
+
+
+def test_a_config_past_the_element_limit_keeps_the_graph_without_a_warning(
+    artifacts, monkeypatch, caplog
+):
+    elements = sum(feature.size for feature in CONFIG.features.values())  # 9
+    monkeypatch.setattr(serving, "DENSE_ROUTE_MAX_ELEMENTS", elements - 1)
+    with caplog.at_level(logging.INFO, logger="tanhguard"):
+        module = ServingModule(artifacts)
+    assert module.tensors_route == "transform graph"
+    assert f"has {elements} elements" in module.tensors_route_reason
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    monkeypatch.setattr(serving, "DENSE_ROUTE_MAX_ELEMENTS", elements)
+    assert ServingModule(artifacts).tensors_route == "dense"
+
+
 def test_a_graph_without_the_full_inputs_branch_gets_every_index(
     artifacts, tmp_path, monkeypatch
 ):
@@ -732,7 +790,7 @@ def test_first_difference_compares_bits_names_and_shapes():
     nan = {"x": np.array([np.nan], np.float32)}
     assert first_difference(nan, {"x": np.array([np.nan], np.float32)}) is None
     signed = first_difference(zero, {"x": np.array([1.0, -0.0], np.float32)})
-    assert signed is not None and "at value 1" in signed
+    assert signed is not None and "at row 1" in signed
     assert "float64" in first_difference(zero, {"x": np.zeros(2)})
     assert "[2, 1]" in first_difference(zero, {"x": np.zeros((2, 1), np.float32)})
     assert first_difference(zero, {"y": zero["x"]}) is not None
