@@ -539,8 +539,8 @@ class ServingModule(tf.Module):
         if elements > DENSE_ROUTE_MAX_ELEMENTS:
             reason = (
                 f"the config has {elements:,} elements (more than "
-                f"{DENSE_ROUTE_MAX_ELEMENTS}), where the dense trace saves little "
-                "of a call and doubles the export's time and size"
+                f"{DENSE_ROUTE_MAX_ELEMENTS}), where a second trace and its check "
+                "would cost the export more than the dense inputs save a call"
             )
             logger.info("transform_features takes the transform graph: %s", reason)
             return reason
