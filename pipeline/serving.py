@@ -570,14 +570,10 @@ class ServingModule(tf.Module):
         if config.to_json_dict() != preprocessor.config.to_json_dict():
             return "the transform graph's config differs from the artifacts' config"
 
-        def by_graph(raw):
-            return dict(preprocessor.tft_layer(preprocessor.raw_tensors(raw)))
-
-        def by_dense(raw):
-            return dense_fn(preprocessor.dense_inputs(raw))
-
-        graph = tf.function(by_graph, input_signature=signature)
-        dense = tf.function(by_dense, input_signature=signature)
+        graph = tf.function(self._by_graph, input_signature=signature)
+        dense = tf.function(
+            lambda raw: self._by_dense(raw, dense_fn), input_signature=signature
+        )
         probe = probe_inputs(config, vector)
         batches = [probe]
         if any(feature.is_vector for feature in config.features.values()):
@@ -610,8 +606,18 @@ class ServingModule(tf.Module):
             preprocessor.tft_layer(preprocessor.parse_examples(examples))
         )
 
-    def _serve_tensors(self, raw: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    def _by_graph(self, raw: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """The signature's tensors through the transform graph."""
         preprocessor = self.preprocessor
+        return dict(preprocessor.tft_layer(preprocessor.raw_tensors(raw)))
+
+    def _by_dense(
+        self, raw: Mapping[str, tf.Tensor], dense_fn: Callable
+    ) -> dict[str, tf.Tensor]:
+        """The signature's tensors through the dense trace `dense_fn`."""
+        return dense_fn(self.preprocessor.dense_inputs(raw))
+
+    def _serve_tensors(self, raw: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         if self._dense_fn is not None:
-            return self._finish(self._dense_fn(preprocessor.dense_inputs(raw)))
-        return self._finish(preprocessor.tft_layer(preprocessor.raw_tensors(raw)))
+            return self._finish(self._by_dense(raw, self._dense_fn))
+        return self._finish(self._by_graph(raw))
