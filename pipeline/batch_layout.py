@@ -9,12 +9,13 @@ ExampleGen keys it), and the batch job's own passes through `dense_batch`
 (numpy, the same view the graph's `densify` gives).
 
 Also what every reader shares: `one_line` (a library's message, fit for one
-line of a `DataError`), `is_gzip`, and the checks of integer values against
-int64.
+line of a `DataError`), `is_gzip` and `gunzipped_chunks`, and the checks of
+integer values against int64.
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
@@ -73,6 +74,36 @@ def is_gzip(path: str) -> bool:
     """Whether the file starts with gzip's magic bytes (whatever its name)."""
     with fs.open_file(path) as handle:
         return handle.read(2) == GZIP_MAGIC
+
+
+GUNZIP_CHUNK = 1 << 20
+
+
+def gunzipped_chunks(path: str) -> Iterator[bytes]:
+    """Every decompressed byte of the gzip file `path` (each of its members),
+    in chunks of at most `GUNZIP_CHUNK`, with zlib. Unlike `gzip.GzipFile`,
+    which drops the read that meets a cut, it yields everything before the
+    cut, then raises.
+
+    Raises:
+      EOFError: the last member ends before its end marker (truncated).
+      zlib.error: the data is corrupt.
+    """
+    in_member = False
+    with fs.open_file(path) as handle:
+        decompressor = zlib.decompressobj(wbits=31)
+        while chunk := handle.read(GUNZIP_CHUNK):
+            while chunk:
+                in_member = True
+                # Bounded output: a highly compressed chunk stays small.
+                yield decompressor.decompress(chunk, GUNZIP_CHUNK)
+                chunk = decompressor.unconsumed_tail
+                if decompressor.eof:
+                    in_member = False
+                    chunk = decompressor.unused_data
+                    decompressor = zlib.decompressobj(wbits=31)
+    if in_member:
+        raise EOFError("the gzip stream ends before its end marker")
 
 
 def coalesced(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[pa.RecordBatch]:

@@ -31,12 +31,14 @@ import pyarrow.csv as pa_csv
 from tanhguard.errors import DataError
 from tanhguard.pipeline import files as fs
 from tanhguard.pipeline.batch_layout import (
+    GUNZIP_CHUNK,
     GZIP_MAGIC,
     arrow_schema,
     arrow_value_type,
     batch_rows,
     coalesced,
     feature_column,
+    gunzipped_chunks,
     is_gzip,
     one_line,
 )
@@ -58,6 +60,9 @@ _CHUNK = 1 << 16
 _BOM = b"\xef\xbb\xbf"
 # What the reading of a plain or gzip file raises on a corrupt or cut stream.
 _STREAM_ERRORS = (OSError, EOFError, zlib.error)
+# How far `_explain` reads a file again to count the rows before a stream
+# error (a cut or corrupt gzip file): decompressed bytes.
+RESCAN_LIMIT_BYTES = 1 << 30
 
 _CELL_RULE = (
     " (cells must be numbers, `nan`, `inf`, `-inf` or empty; rows are numbered "
@@ -306,8 +311,10 @@ def _explain(
         )
     if isinstance(error, _STREAM_ERRORS):
         kind = "gzip-compressed CSV" if is_gzip(path) else "CSV"
+        rows = _rows_before_stream_error(path)
+        where = f"at least {first_row - 1}" if rows is None else str(rows)
         return DataError(
-            f"{path}: cannot read the {kind} file after {first_row - 1} row(s) "
+            f"{path}: cannot read the {kind} file after {where} row(s) "
             f"(truncated or corrupt?): {one_line(error)}"
         )
     located = _locate_bad_cell(path, column_types, first_row)
@@ -385,6 +392,32 @@ def _locate_bad_cell(path: str, column_types: dict, first_row: int) -> str | Non
     except (csv.Error, *_STREAM_ERRORS):
         return None
     return None
+
+
+def _rows_before_stream_error(path: str) -> int | None:
+    """The rows before the point where reading `path` fails: the line ends
+    before it, less the header's. Arrow fails a whole block at a time, so
+    the rows it parsed can be far fewer (none, in a file shorter than a
+    block). None if the file reads to its end this time, or past `limit`
+    decompressed bytes, `RESCAN_LIMIT_BYTES` (the caller then gives its lower
+    bound). A quoted cell holding a line end would count as two rows."""
+    ends, read = 0, 0
+    try:
+        chunks = gunzipped_chunks(path) if is_gzip(path) else _plain_chunks(path)
+        for chunk in chunks:
+            ends += chunk.count(b"\n")
+            read += len(chunk)
+            if read > RESCAN_LIMIT_BYTES:
+                return None
+    except _STREAM_ERRORS:
+        return max(ends - 1, 0)
+    return None
+
+
+def _plain_chunks(path: str) -> Iterator[bytes]:
+    with fs.open_file(path) as handle:
+        while chunk := handle.read(GUNZIP_CHUNK):
+            yield chunk
 
 
 def _find_long_row(path: str, limit: int, first_row: int) -> int | None:

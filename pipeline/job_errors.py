@@ -19,6 +19,9 @@ _REMOTE = re.compile(
     r"(?:tanhguard\.errors\.)?(DataError|NoFiniteValuesError): ([^\n]+)"
 )
 _CLASSES = {"DataError": DataError, "NoFiniteValuesError": NoFiniteValuesError}
+# What Beam appends to a worker's exception message, re-raising it as a new
+# exception of the same class (`DoFnRunner._reraise_augmented`, Beam 2.60-2.77).
+_STEP_ANNOTATION = re.compile(r"\s*\[while running '[^\n]*?'\]$")
 
 
 def find_data_error(error: BaseException) -> DataError | None:
@@ -28,13 +31,24 @@ def find_data_error(error: BaseException) -> DataError | None:
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         if isinstance(current, DataError):
-            return current
+            return _untagged(current)
         current = current.__cause__ or current.__context__
     match = _REMOTE.search(str(error))
     if match is not None:
-        message = match.group(2).strip().strip("'\"")
+        message = _STEP_ANNOTATION.sub("", match.group(2).strip().strip("'\""))
         return _CLASSES[match.group(1)](message)
     return None
+
+
+def _untagged(error: TanhguardError) -> TanhguardError:
+    """The error Beam re-raised as a copy with the step's name appended: the
+    copy has `_tagged_with_step`, the original is its context."""
+    while getattr(error, "_tagged_with_step", False):
+        original = error.__context__
+        if not isinstance(original, type(error)):
+            break
+        error = original
+    return error
 
 
 @contextlib.contextmanager
@@ -42,8 +56,11 @@ def data_errors_unwrapped() -> Iterator[None]:
     """Re-raises a data error hidden in a pipeline's exception as itself."""
     try:
         yield
-    except TanhguardError:
-        raise
+    except TanhguardError as error:
+        original = _untagged(error)
+        if original is error:
+            raise
+        raise original from None
     except Exception as error:
         found = find_data_error(error)
         if found is None:

@@ -24,6 +24,7 @@ from tanhguard.errors import DataError
 from tanhguard.pipeline import files as fs
 from tanhguard.pipeline.batch_layout import (
     conform,
+    gunzipped_chunks,
     is_gzip,
     one_line,
     raw_feature_spec,
@@ -94,26 +95,18 @@ def _tfrecord_dataset(path: str, gzip: bool) -> tf.data.Dataset:
 # Each TFRecord record adds 16 bytes to its data: an 8-byte length and two
 # 4-byte CRCs.
 _TFRECORD_FRAMING = 16
-_GZIP_CHUNK = 1 << 20
 
 
 def _gunzipped_size(path: str) -> tuple[int, bool]:
     """Decompresses every gzip member of `path` with zlib: the total size and
     whether the last member reached its end marker."""
-    size, in_member = 0, False
-    with fs.open_file(path) as handle:
-        decompressor = zlib.decompressobj(wbits=31)
-        while chunk := handle.read(_GZIP_CHUNK):
-            while chunk:
-                in_member = True
-                # Bounded output: a highly compressed chunk stays small.
-                size += len(decompressor.decompress(chunk, _GZIP_CHUNK))
-                chunk = decompressor.unconsumed_tail
-                if decompressor.eof:
-                    in_member = False
-                    chunk = decompressor.unused_data
-                    decompressor = zlib.decompressobj(wbits=31)
-    return size, not in_member
+    size = 0
+    try:
+        for chunk in gunzipped_chunks(path):
+            size += len(chunk)
+    except EOFError:
+        return size, False
+    return size, True
 
 
 def _check_gzip_complete(path: str, read_bytes: int, records: int) -> None:
@@ -223,6 +216,20 @@ def _locate_bad_record(
     return None
 
 
+def _whole_records(path: str, gzip: bool, first: int) -> int:
+    """How many records from record `first` on read whole, one at a time, in
+    the batch that failed: TF fails a whole batch of `TFRECORD_BATCH`."""
+    tf = load_tensorflow()
+    count = 0
+    records = _tfrecord_dataset(path, gzip).skip(first - 1).take(TFRECORD_BATCH)
+    try:
+        for _ in records:
+            count += 1
+    except tf.errors.OpError:
+        pass
+    return count
+
+
 def read_tfrecord_batches(path: str, config: Config) -> Iterator[pa.RecordBatch]:
     """Streams a TFRecord file of `tf.Example`s (plain or gzip).
 
@@ -259,9 +266,9 @@ def read_tfrecord_batches(path: str, config: Config) -> Iterator[pa.RecordBatch]
                 f"config: {problem}"
             ) from None
         except tf.errors.OpError as error:
+            whole = first - 1 + _whole_records(path, gzip, first)
             raise DataError(
-                f"{_unread(path, first - 1)} (truncated or corrupt?): "
-                f"{_tf_message(error)}"
+                f"{_unread(path, whole)} (truncated or corrupt?): {_tf_message(error)}"
             ) from None
         rows = int(rows)
         read_bytes += int(framed)

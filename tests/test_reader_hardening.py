@@ -267,10 +267,11 @@ def tfrecord_with_tail(tmp_path):
         ),
         pytest.param(
             cut_tfrecord(101, 20),
-            r"^[^{}\[\]]*cut\.tfrecord: cannot read the TFRecord file after 0 "
+            r"^[^{}\[\]]*cut\.tfrecord: cannot read the TFRecord file after 100 "
             r"record\(s\) \(truncated or corrupt\?\): [^{}\[\]]*$",
-            id="a plain TFRecord cut inside record 101's data names the file in "
-            "one line without TF's graph-node and op decorations",
+            id="a plain TFRecord cut inside record 101's data names the file and "
+            "the 100 whole records before the cut in one line, without TF's "
+            "graph-node and op decorations",
         ),
     ],
 )
@@ -389,6 +390,38 @@ def test_record_that_is_not_a_tf_example_names_file_and_record(tmp_path, build, 
 )
 def test_bad_csv_names_file_and_row(tmp_path, name, content, match):
     fails(write(tmp_path, name, content), match)
+
+
+def cut_gzip_csv(tmp_path) -> tuple[Path, int]:
+    """A gzip CSV of 50,000 rows (under one Arrow block) cut in half, and the
+    rows before the cut: zlib decompresses what the cut stream holds; its
+    complete lines, less the header."""
+    data = gzip.compress(csv_bytes(rows=50_000))
+    cut = data[: len(data) // 2]
+    readable = zlib.decompressobj(wbits=31).decompress(cut)
+    return write(tmp_path, "cut.csv.gz", cut), readable.count(b"\n") - 1
+
+
+def test_a_cut_gzip_csv_names_the_rows_before_the_cut(tmp_path):
+    """Arrow fails the whole block the cut is in, here the file's only one:
+    the message counts the rows that decompress before it, not Arrow's 0."""
+    path, rows = cut_gzip_csv(tmp_path)
+    assert rows > 10_000
+    fails(
+        path,
+        rf"^\S*cut\.csv\.gz: cannot read the gzip-compressed CSV file after "
+        rf"{rows} row\(s\) \(truncated or corrupt\?\): ",
+    )
+
+
+def test_past_the_rescan_limit_a_cut_gzip_csv_names_a_lower_bound(
+    tmp_path, monkeypatch
+):
+    from tanhguard.pipeline import csv_reader
+
+    monkeypatch.setattr(csv_reader, "RESCAN_LIMIT_BYTES", 1000)
+    path, _ = cut_gzip_csv(tmp_path)
+    fails(path, r"cut\.csv\.gz: .* after at least 0 row\(s\) \(truncated")
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ route (a job service, as Flink and Spark jobs take) with Beam's embedded job
 service; and the runner the jobs get when the flags name none."""
 
 import os
+import re
 import tempfile
 
 import apache_beam as beam
@@ -13,7 +14,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.portability.fn_api_runner import fn_runner
 from graph_oracle import assert_stats_close
 
-from tanhguard.errors import OptionsError
+from tanhguard.errors import DataError, OptionsError
 from tanhguard.pipeline.analyze import run_analyze
 from tanhguard.pipeline.beam_runner import InProcessRunner, new_pipeline, runner_for
 from tanhguard.pipeline.check import check
@@ -107,6 +108,26 @@ def test_flags_beam_rejects_are_an_options_error_with_nothing_written(
     with pytest.raises(OptionsError, match=match):
         run_transform(root / "default", data, tmp_path / "rows", beam_args=flags)
     assert not (tmp_path / "rows").exists()
+
+
+@pytest.mark.parametrize("runner", ["default in-process runner", *RUNNERS])
+def test_a_bad_cell_is_the_readers_line_on_every_runner(tmp_path, runner):
+    """Beam re-raises a worker's error as a copy with the step's name appended
+    (in-process) or as text in a RuntimeError (other runners): the user gets
+    the reader's own line either way, ending where the reader's does."""
+    path = tmp_path / "bad.csv"
+    rows = "".join(f"{i},{i},0,1\n" for i in range(5))
+    path.write_text("a,b,v_0,v_1\n" + rows + "1,oops,0,1\n")
+    flags = RUNNERS.get(runner, [])
+    with pytest.raises(DataError) as caught:
+        run_analyze(CONFIG, str(path), tmp_path / "out", flags)
+    assert re.fullmatch(
+        r"\S*bad\.csv: row 6: column `b`: 'oops' is not a valid number "
+        r"\(cells must be numbers, `nan`, `inf`, `-inf` or empty; rows are "
+        r"numbered from 1 after the header\)",
+        str(caught.value),
+    ), str(caught.value)
+    assert not (tmp_path / "out").exists()
 
 
 def test_the_flags_runner_is_beams_choice_and_none_means_the_in_process_runner():
