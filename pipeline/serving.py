@@ -191,6 +191,12 @@ class Preprocessor(tf.Module):
           ExportError: an unknown feature name, a wrong shape or batch size,
             or no feature.
         """
+        if not isinstance(raw, Mapping):
+            raise ExportError(
+                "expected the raw features as a dict keyed by feature name "
+                f"({', '.join(self.config.features)}). Received: "
+                f"{type(raw).__name__}"
+            )
         unknown = sorted(set(raw) - set(self.config.features))
         if unknown:
             raise ExportError(
@@ -208,11 +214,14 @@ class Preprocessor(tf.Module):
                     f"feature `{name}`: values must be numbers. Received: "
                     f"dtype {value.dtype.name}"
                 )
-            rank = value.shape.rank
+            rank = value.shape.rank  # None in a trace of unknown rank:
+            # Keras relaxes a model's trace to that when the shapes of its
+            # calls differ; the graph's shape check holds it when it runs.
             expected = (1, 2) if not feature.is_vector else (2,)
             last = value.shape[-1] if rank else None
-            if rank not in expected or (
-                rank == 2 and last is not None and last != feature.size
+            if rank is not None and (
+                rank not in expected
+                or (rank == 2 and last is not None and last != feature.size)
             ):
                 raise ExportError(
                     f"feature `{name}`: expected shape {_wanted(feature)}. "
@@ -314,6 +323,8 @@ class Preprocessor(tf.Module):
     ) -> None:
         """Raises `ExportError` if `value`'s and `first`'s batch sizes are both
         known and differ."""
+        if value.shape.rank is None or first.shape.rank is None:
+            return
         rows, first_rows = value.shape[0], first.shape[0]
         if rows is not None and first_rows is not None and rows != first_rows:
             raise ExportError(
@@ -333,7 +344,7 @@ class Preprocessor(tf.Module):
         `[batch, 2]` scalar would flatten into more rows, and a transposed
         `[d, batch]` vector would be read across its rows. The assertion's
         `InvalidArgumentError` names the first feature in error: a wrong
-        batch size (`feature `x`: batch size differs ...`) before a wrong
+        batch size (`features `a` and `x` differ in batch size`) before a wrong
         width (`feature `x`: expected shape [batch, d]`)."""
         first = next(iter(dense))
         counts, factors, messages = [], [], []
@@ -343,9 +354,8 @@ class Preprocessor(tf.Module):
                 counts.append(tf.shape(value, out_type=tf.int64)[0])
                 factors.append(1)
                 messages.append(
-                    f"feature `{name}`: batch size differs from that of "
-                    f"feature `{first}`; every feature needs one value (or "
-                    "vector) per row"
+                    f"features `{first}` and `{name}` differ in batch size; "
+                    "every feature needs one value (or vector) per row"
                 )
             counts.append(tf.size(value, out_type=tf.int64))
             factors.append(feature.size)

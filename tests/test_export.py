@@ -177,14 +177,18 @@ def test_tensor_signature_takes_a_scalar_as_a_column(standalone):
         (
             "sensor",
             tf.ones([3]),
-            r"feature `sensor`: batch size differs from that of feature `fare`;",
+            r"features `fare` and `sensor` differ in batch size; every feature",
         ),
-        ("passengers", tf.ones([5], tf.int64), r"feature `passengers`: batch size"),
-        # As many values as the batch, as a row: still `batch size differs`.
-        ("sensor", tf.ones([1, 4]), r"feature `sensor`: batch size differs"),
-        ("embedding", tf.ones([3, 3]), r"feature `embedding`: batch size differs"),
+        (
+            "passengers",
+            tf.ones([5], tf.int64),
+            r"features `fare` and `passengers` differ in batch size",
+        ),
+        # As many values as the batch, as a row: still a batch size that differs.
+        ("sensor", tf.ones([1, 4]), r"features `fare` and `sensor` differ in batch"),
+        ("embedding", tf.ones([3, 3]), r"features `fare` and `embedding` differ"),
         # As many values as `[4, 3]`: read across its rows if unchecked.
-        ("embedding", tf.ones([3, 4]), r"feature `embedding`: batch size differs"),
+        ("embedding", tf.ones([3, 4]), r"features `fare` and `embedding` differ"),
         (
             "embedding",
             tf.ones([4, 4]),
@@ -676,6 +680,41 @@ def test_attach_takes_raw_features_of_any_numeric_dtype(trained, artifacts):
     np.testing.assert_allclose(
         np.asarray(guarded(widened)), expected, rtol=1e-5, atol=1e-6
     )
+
+
+def test_attached_model_predicts_after_keras_relaxes_its_trace(trained, artifacts):
+    """`[batch, 1]`, then `[batch]` for a scalar: both valid. The second
+    shape makes Keras relax its predict function's trace to inputs of
+    unknown rank; the graph's own check holds them when it runs."""
+    _, _, model = trained
+    guarded = attach(model, artifacts)
+    raw = _hostile(_raw_rows(8, seed=36))
+    expected = np.asarray(model(model_matrix(_reference(artifacts, raw), CONFIG)))
+    as_columns = {
+        name: values if values.ndim == 2 else values[:, None]
+        for name, values in raw.items()
+    }
+    for feed in (as_columns, raw, raw):
+        got = guarded.predict(feed, batch_size=8, verbose=0)
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    unknown_rank = tf.function(
+        lambda fare: guarded({**raw, "fare": fare}),
+        input_signature=[tf.TensorSpec(None, tf.float32)],
+    )
+    np.testing.assert_allclose(
+        unknown_rank(tf.constant(raw["fare"])), expected, rtol=1e-5, atol=1e-6
+    )
+    with pytest.raises(tf.errors.InvalidArgumentError, match="feature `fare`"):
+        unknown_rank(tf.ones([8, 2]))
+
+
+def test_attached_model_given_a_matrix_says_it_takes_a_dict(trained, artifacts):
+    _, _, model = trained
+    guarded = attach(model, artifacts)
+    with pytest.raises(
+        Exception, match=r"expected the raw features as a dict keyed by feature name"
+    ):
+        guarded(tf.ones([4, Preprocessor(artifacts).matrix_width()]))
 
 
 def test_attached_model_compiled_with_xla_predicts_as_without(trained, artifacts):
