@@ -324,14 +324,40 @@ def _explain(
 
 
 def _parses(cell: str, dtype: pa.DataType) -> bool:
-    """Whether Arrow converts `cell` to `dtype` (an integer: within int64)."""
+    """Whether Arrow converts `cell` to `dtype` (an integer: within int64).
+
+    Python's `float` and `int` take more than Arrow does: digit-group
+    underscores (`1_000`) and digits of other scripts; Arrow takes an
+    unsigned hexadecimal integer (`0x1f`, up to 64 bits), which `int` does
+    not. Spaces around a number are read by both; a cell of spaces only is
+    neither empty nor a number. A leading `+` depends on Arrow's version
+    (pyarrow 10 refuses `+1` for a float, 23 reads it): Arrow is asked."""
     if cell == "":
         return True
+    text = cell.strip()
+    if not text.isascii() or "_" in text:
+        return False
+    if text.startswith("+"):
+        return _arrow_parses(text, dtype)
     try:
         if pa.types.is_integer(dtype):
-            return -(2**63) <= int(cell) < 2**63
-        float(cell)
+            if text[:2] in ("0x", "0X"):  # its 64 bits, as Arrow reads it
+                return 0 <= int(text, 16) < 2**64
+            return -(2**63) <= int(text) < 2**63
+        float(text)
     except ValueError:
+        return False
+    return True
+
+
+def _arrow_parses(text: str, dtype: pa.DataType) -> bool:
+    """Whether Arrow's CSV reader converts the one cell `text` to `dtype`."""
+    try:
+        pa_csv.read_csv(
+            io.BytesIO(b"x\n" + text.encode() + b"\n"),
+            convert_options=pa_csv.ConvertOptions(column_types={"x": dtype}),
+        )
+    except pa.ArrowInvalid:
         return False
     return True
 
@@ -375,7 +401,7 @@ def _locate_bad_cell(path: str, column_types: dict, first_row: int) -> str | Non
                         f"{len(header)} columns"
                     )
                 for column, position in positions.items():
-                    cell = cells[position].strip()
+                    cell = cells[position]
                     byte = _not_utf8(cell)
                     if byte is not None:
                         return (
@@ -384,6 +410,11 @@ def _locate_bad_cell(path: str, column_types: dict, first_row: int) -> str | Non
                         )
                     dtype = column_types[column]
                     if not _parses(cell, dtype):
+                        if not cell.strip():
+                            return (
+                                f"row {row}: column `{column}`: the cell holds only "
+                                "spaces; an empty one is a missing value"
+                            )
                         kind = "integer" if pa.types.is_integer(dtype) else "number"
                         return (
                             f"row {row}: column `{column}`: {one_line(repr(cell))} "

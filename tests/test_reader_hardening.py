@@ -14,6 +14,7 @@ fails instead of hanging or eating the machine.
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import random
 import re
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import pytest
 import tensorflow as tf
@@ -390,6 +392,56 @@ def test_record_that_is_not_a_tf_example_names_file_and_record(tmp_path, build, 
 )
 def test_bad_csv_names_file_and_row(tmp_path, name, content, match):
     fails(write(tmp_path, name, content), match)
+
+
+# Cells where Python's float() and int() and Arrow's CSV reader disagree, or
+# nearly do.
+CELL_SPELLINGS = [
+    *[" 1", "1 ", "\t1", " ", "   ", "1_000", "+1", "+1.5", "+inf", "+0x10"],
+    *[".5", "5.", "1e5", "1E+5", "nan", "-nan", "inf", "-Inf", "infinity"],
+    *["0x10", "-0x10", "0X1f", "0x", "0xffffffffffffffff", "0x10000000000000000"],
+    *["\u0661", "\uff11", "\u22121", "- 1", "1 2", "00012", "1d"],
+    *["9223372036854775807", "9223372036854775808", "-9223372036854775808"],
+]
+
+
+@pytest.mark.parametrize("dtype", [pa.float32(), pa.int64()], ids=str)
+def test_the_bad_cell_finder_reads_a_cell_as_arrow_does(dtype):
+    """`_locate_bad_cell` names the first cell Arrow cannot convert; it judges
+    each cell with `_parses`, checked here against Arrow's CSV reader."""
+    from tanhguard.pipeline.csv_reader import _parses
+
+    disagree = []
+    for cell in CELL_SPELLINGS:
+        try:
+            pa_csv.read_csv(
+                io.BytesIO(f"x\n{cell}\n".encode()),
+                convert_options=pa_csv.ConvertOptions(
+                    column_types={"x": dtype}, null_values=[""]
+                ),
+            )
+            arrow = True
+        except pa.ArrowInvalid:
+            arrow = False
+        if _parses(cell, dtype) != arrow:
+            disagree.append((cell, arrow))
+    assert disagree == []
+
+
+@pytest.mark.parametrize(
+    ("cell", "why"),
+    [
+        ("1_000", r"'1_000' is not a valid number \(cells must"),
+        ("\uff11", r"'\uff11' is not a valid number \(cells must"),
+        ("   ", r"the cell holds only spaces; an empty one is a missing value$"),
+    ],
+    ids=["digit-group underscore", "a full-width digit", "spaces only"],
+)
+def test_a_cell_python_would_read_is_named_by_row_and_column(tmp_path, cell, why):
+    lines = csv_bytes().decode().split("\n")
+    lines[10] = f"{cell},3"
+    path = write(tmp_path, "odd.csv", "\n".join(lines).encode())
+    fails(path, rf"^\S*odd\.csv: row 10: column `x`: {why}")
 
 
 def cut_gzip_csv(tmp_path) -> tuple[Path, int]:
