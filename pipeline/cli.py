@@ -453,6 +453,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(stop.code, int) and stop.code > 128:
             return _stopped_by(stop.code - 128)
         raise
+    except BrokenPipeError:
+        return _reader_gone()
     except Exception as error:  # a bug or an unforeseen environment problem
         signum = received_signal()
         if signum is not None:  # the runner wrapped the signal's exception
@@ -489,6 +491,18 @@ def _stopped_by(signum: int) -> int:
     what = "interrupted" if signum == signal.SIGINT else "terminated"
     print(f"tanhguard: {what}; nothing was written", file=sys.stderr)
     return 128 + signum
+
+
+def _reader_gone() -> int:
+    """Standard output's reader closed it (`tanhguard ... | head -1`): what
+    is left to print goes nowhere, and the status is a command's stopped by
+    SIGPIPE, as `cat` and `grep` end there, without a message. The jobs
+    print after their outputs are published: those are whole."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    return 128 + signal.SIGPIPE
 
 
 def _fail(message: str, debug: bool) -> int:

@@ -45,6 +45,38 @@ def test_analyze_prints_only_tanhguards_lines_on_stderr(small_job):
     assert "Artifacts:" in done.stdout
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["config-schema"],
+        ["analyze", "--config", "c.yaml", "--data", "d.csv", "--output", "a"],
+    ],
+    ids=["config-schema", "analyze"],
+)
+def test_a_closed_standard_output_ends_the_command_as_sigpipe_quietly(small_job, argv):
+    """`tanhguard ... | head -1`: once the reader has gone, the command ends
+    as `cat` does there (128 + SIGPIPE), with nothing on stderr but its
+    progress; analyze's artifacts, published before the summary, are whole."""
+    read, write = os.pipe()
+    os.close(read)  # every write to standard output fails with EPIPE
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "tanhguard.pipeline.cli", *argv],
+            cwd=small_job,
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=600,
+        )
+    finally:
+        os.close(write)
+    assert done.returncode == 128 + 13, done.stderr  # SIGPIPE is 13 on Linux
+    assert "error" not in done.stderr and "Traceback" not in done.stderr
+    if argv[0] == "analyze":
+        for name in ("stats.json", "report.html", "transform_fn/saved_model.pb"):
+            assert (small_job / "a" / name).is_file()
+
+
 def test_version_needs_no_other_argument(capsys):
     with pytest.raises(SystemExit) as stop:
         main(["--version"])
