@@ -10,6 +10,7 @@ import os
 import platform
 import signal
 import sys
+import time
 import traceback
 from collections.abc import Sequence
 
@@ -292,14 +293,19 @@ def _command_flags(command: str) -> list[str]:
     return []
 
 
-def _print_summary(stats: dict, output: str) -> None:
+def _print_summary(stats: dict, output: str, started: float) -> None:
+    """The summary table with every warning report.html lists, then where
+    the artifacts are and the command's time since `started`."""
+    from tanhguard.pipeline.html_report import report_warnings
     from tanhguard.pipeline.report import summary_table
 
-    print(summary_table(stats))
-    print(f"\nArtifacts: {os.path.abspath(output)} ({stats['elapsed_seconds']:.1f} s)")
+    warnings = [(name, text) for name, _, text in report_warnings(stats)]
+    print(summary_table(stats, warnings))
+    seconds = time.monotonic() - started
+    print(f"\nArtifacts: {os.path.abspath(output)} ({seconds:.1f} s)")
 
 
-def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
+def _run(args: argparse.Namespace, beam_args: list[str], started: float) -> int:
     """Runs one command; returns its exit status. tanhguard's errors
     propagate to `main`."""
     if args.command in ("analyze", "run"):
@@ -325,7 +331,7 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> int:
             )
         finally:
             graph_process.stop_early()
-        _print_summary(stats, args.output)
+        _print_summary(stats, args.output, started)
     elif args.command == "transform":
         from tanhguard.pipeline.transform_job import run_transform
 
@@ -397,6 +403,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     Every `TanhguardError` becomes one line on stderr, `tanhguard: error:
     ...`, and exit status 1; a usage error exits 2 (argparse).
     """
+    started = time.monotonic()  # the closing line's time: the whole command's
     args, beam_args = _parser().parse_known_args(argv)
     from tanhguard.pipeline.malloc import keep_freed_memory
     from tanhguard.pipeline.simd import prefer_avx2_sort
@@ -444,7 +451,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
                 print(json.dumps(config_json_schema(), indent=2))
             else:
-                status = _run(args, beam_args)
+                status = _run(args, beam_args, started)
     except TanhguardError as error:
         return _fail(str(error), debug)
     except KeyboardInterrupt:

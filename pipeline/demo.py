@@ -215,8 +215,10 @@ def demo_report(result: dict[str, Any]) -> str:
     """What `tanhguard demo` prints, in the order of the story: the problem
     on raw inputs, the cure on tanhguard's outputs, then what tanhguard
     measured and chose per feature."""
+    from tanhguard.pipeline.html_report import report_warnings
     from tanhguard.pipeline.report import summary_table
 
+    warnings = [(name, text) for name, _, text in report_warnings(result["stats"])]
     comparison, rows = result["comparison"], result["rows"]
     bound = f"{result['output_bound']:g}"
     return "\n".join(
@@ -242,7 +244,7 @@ def demo_report(result: dict[str, Any]) -> str:
             f"{comparison['transformed_saturated_fraction']:.1%} of units saturated",
             "",
             "What tanhguard measured and chose, per feature:",
-            summary_table(result["stats"]),
+            summary_table(result["stats"], warnings),
             "",
             "Artifacts (report.html, stats.json, stats.tfdv.pb, transform_fn/, "
             f"...): {result['artifacts']}",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Sequence
 from typing import Any
 
 # The summary fits a 100-column terminal: the feature name gets what the
@@ -72,10 +73,14 @@ def _label(name: str, suffix: str = "") -> str:
     return name + suffix
 
 
-def summary_table(stats: dict[str, Any]) -> str:
+def summary_table(
+    stats: dict[str, Any], warnings: Sequence[tuple[str, str]] | None = None
+) -> str:
     """One line per feature, at most 100 characters wide: counts of missing
     and non-finite values, the raw range, the clip bounds, the share of finite
-    values clipped, and the scaler; then notes on vectors and every warning.
+    values clipped, and the scaler; then notes on vectors and the warnings:
+    `warnings`, `(feature, text)` pairs (the command line gives the ones
+    report.html lists, `html_report.report_warnings`), else stats.json's own.
 
     An elementwise vector feature shows its most clipped element,
     `name[i]`, and a note says how many elements it has; stats.json has every
@@ -120,11 +125,12 @@ def summary_table(stats: dict[str, Any]) -> str:
         )
     if notes:
         lines += ["", "Vectors:", *map(_wrap, notes)]
-    warnings = [
-        _wrap(f"{name}: {warning}")
-        for name, feature in stats["features"].items()
-        for warning in feature["warnings"]
-    ]
+    if warnings is None:
+        warnings = [
+            (name, warning)
+            for name, feature in stats["features"].items()
+            for warning in feature["warnings"]
+        ]
     if warnings:
-        lines += ["", "Warnings:", *warnings]
+        lines += ["", "Warnings:", *(_wrap(f"{n}: {text}") for n, text in warnings)]
     return "\n".join(lines)

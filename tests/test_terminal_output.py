@@ -77,6 +77,32 @@ def test_a_closed_standard_output_ends_the_command_as_sigpipe_quietly(small_job,
             assert (small_job / "a" / name).is_file()
 
 
+def test_the_summary_lists_every_warning_the_report_lists(tmp_path, capsys):
+    """A third of `x` empty, without a `missing` indicator, and a `mad` clip
+    on `y` that removes a tenth of its values: report.html warns of both,
+    and so does the summary, after stats.json's own warnings."""
+    rows = ["x,y"]
+    for i in range(300):
+        x = "" if i % 3 == 0 else str(i)
+        y = str(1e6 * (i % 10 == 0) + i % 7)  # every tenth row far out
+        rows.append(f"{x},{y}")
+    (tmp_path / "d.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "c.yaml").write_text("features:\n  x: {}\n  y: {clip: mad}\n")
+    argv = ["analyze", "--config", str(tmp_path / "c.yaml"), "--data"]
+    argv += [str(tmp_path / "d.csv"), "--output", str(tmp_path / "a"), "--quiet"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    from tanhguard.pipeline.artifacts import load_stats
+    from tanhguard.pipeline.html_report import report_warnings
+
+    listed = report_warnings(load_stats(tmp_path / "a"))
+    assert {kind for _, kind, _ in listed} >= {"missing", "clipped"}
+    assert "\nWarnings:\n" in printed, printed
+    section = printed.split("\nWarnings:\n", 1)[1].split("\n\n", 1)[0]
+    expected = " ".join(f"{name}: {text}" for name, _, text in listed)
+    assert section.split() == expected.split()  # the same words, wrapped
+
+
 def test_version_needs_no_other_argument(capsys):
     with pytest.raises(SystemExit) as stop:
         main(["--version"])
