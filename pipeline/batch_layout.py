@@ -9,12 +9,13 @@ ExampleGen keys it), and the batch job's own passes through `dense_batch`
 (numpy, the same view the graph's `densify` gives).
 
 Also what every reader shares: `one_line` (a library's message, fit for one
-line of a `DataError`), `is_gzip` and `gunzipped_chunks`, and the checks of
-integer values against int64.
+line of a `DataError`), `is_gzip` and `gunzipped_chunks`, `closest_column`,
+and the checks of integer values against int64.
 """
 
 from __future__ import annotations
 
+import difflib
 import zlib
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING
@@ -58,6 +59,16 @@ def batch_rows(config: Config, values: int = BATCH_VALUES) -> int:
 
 GZIP_MAGIC = b"\x1f\x8b"
 MAX_MESSAGE = 300  # characters of a library's message quoted in an error
+
+
+def closest_column(absent: Sequence[str], columns: Collection[str]) -> str:
+    """` (did you mean `dist_km`?)` for the file's column closest to an
+    absent configured one (difflib's ratio of 0.6 or more), or ""."""
+    for column in absent:
+        close = difflib.get_close_matches(column, list(columns), n=1, cutoff=0.6)
+        if close:
+            return f" (did you mean `{close[0]}`?)"
+    return ""
 
 
 def one_line(message: str, limit: int = MAX_MESSAGE) -> str:

@@ -36,6 +36,7 @@ from tanhguard.pipeline.batch_layout import (
     arrow_schema,
     arrow_value_type,
     batch_rows,
+    closest_column,
     coalesced,
     feature_column,
     gunzipped_chunks,
@@ -187,10 +188,12 @@ def _check_columns(path: str, header: list[str], config: Config) -> None:
         absent = [c for c in columns if c not in counts]
         if absent:
             shown = ", ".join(header[:12]) + (", ..." if len(header) > 12 else "")
+            hint = closest_column(absent, header)
+            if not hint and all(_parses(c, pa.float64()) for c in header if c):
+                hint = ". The first row must be a header naming the columns"
             raise DataError(
-                f"{path}: feature `{name}`: column(s) {absent} not in the header. "
-                f"The first row must be a header naming the columns; found: "
-                f"{one_line(shown)}"
+                f"{path}: feature `{name}`: column(s) {absent} not in the "
+                f"header{hint}; found: {one_line(shown)}"
             )
         feature = config.features[name]
         stem = config.source_column(name)

@@ -20,6 +20,7 @@ from tanhguard.pipeline.batch_layout import (
     arrow_schema,
     arrow_value_type,
     batch_rows,
+    closest_column,
     conform,
     feature_column,
     one_line,
@@ -58,8 +59,8 @@ def _parquet_plan(path: str, schema: pa.Schema, config: Config) -> dict:
         absent = [c for c in columns if c not in names]
         if absent:
             raise DataError(
-                f"{path}: feature `{name}`: column(s) {absent} not in the file. "
-                f"Columns: {sorted(names)[:12]}"
+                f"{path}: feature `{name}`: column(s) {absent} not in the "
+                f"file{closest_column(absent, names)}. Columns: {sorted(names)[:12]}"
             )
         for column in columns:
             kind = schema.field(column).type
@@ -68,10 +69,21 @@ def _parquet_plan(path: str, schema: pa.Schema, config: Config) -> dict:
                     f"{path}: feature `{name}`: column `{column}` has type {kind}; "
                     f"`dtype: {feature.dtype}` needs "
                     f"{'an integer' if feature.dtype == 'int' else 'a numeric'} "
-                    "column"
+                    f"column{_int_as_float_hint(kind, feature.dtype)}"
                 )
         plan[name] = (columns, False)
     return plan
+
+
+def _int_as_float_hint(kind: pa.DataType, dtype: str) -> str:
+    """Why an integer column may be stored as floats, and the ways out."""
+    if dtype != "int" or not pa.types.is_floating(kind):
+        return ""
+    return (
+        " (pandas writes an integer column with missing values as floats: "
+        "set `dtype: float` for the feature, or write the column as pandas' "
+        "nullable `Int64`)"
+    )
 
 
 def _numeric_matches(kind: pa.DataType, wanted: pa.DataType) -> bool:

@@ -444,6 +444,40 @@ def test_a_cell_python_would_read_is_named_by_row_and_column(tmp_path, cell, why
     fails(path, rf"^\S*odd\.csv: row 10: column `x`: {why}")
 
 
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_a_misspelled_column_gets_the_closest_name_in_the_file(tmp_path, fmt):
+    table = pa.table({"x_value": [1.0, 2.0], "n": [1, 2]})  # config: `x`, `n`
+    config = parse_config({"features": {"x_val": {}, "n": {"dtype": "int"}}})
+    if fmt == "csv":
+        path = write(tmp_path, "t.csv", b"x_value,n\n1.0,1\n2.0,2\n")
+    else:
+        path = write(tmp_path, "t.parquet", parquet_bytes(tmp_path, table))
+    fails(
+        path,
+        r"t\.(csv|parquet): feature `x_val`: column\(s\) \['x_val'\] not in the "
+        r"(header|file) \(did you mean `x_value`\?\)",
+        config=config,
+    )
+
+
+def test_a_csv_whose_first_row_is_numbers_is_told_to_start_with_a_header(tmp_path):
+    message = fails(write(tmp_path, "t.csv", b"1.5,2\n3,4\n"), r"not in the header")
+    assert "The first row must be a header naming the columns" in message
+    named = fails(write(tmp_path, "u.csv", b"a,b\n3,4\n"), r"not in the header")
+    assert "must be a header" not in named and "did you mean" not in named
+
+
+def test_an_int_feature_stored_as_floats_by_pandas_gets_the_ways_out(tmp_path):
+    table = pa.table({"x": [1.0, 2.0], "n": pa.array([1.0, None], pa.float64())})
+    path = write(tmp_path, "t.parquet", parquet_bytes(tmp_path, table))
+    fails(
+        path,
+        r"column `n` has type double; `dtype: int` needs an integer column \(pandas "
+        r"writes .* set `dtype: float` for the feature, or write the column as "
+        r"pandas' nullable `Int64`\)",
+    )
+
+
 def cut_gzip_csv(tmp_path) -> tuple[Path, int]:
     """A gzip CSV of 50,000 rows (under one Arrow block) cut in half, and the
     rows before the cut: zlib decompresses what the cut stream holds; its
