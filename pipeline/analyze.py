@@ -265,7 +265,7 @@ def run_analyze(
         thread_count()  # a bad TANHGUARD_THREADS fails here, not in a worker
         spill.spill_enabled()  # and a bad TANHGUARD_SPILL
         malloc_enabled()  # and TANHGUARD_MALLOC (the command line read it)
-        files, fmt, has_rows = resolve_inputs(data, config, fmt)
+        files, fmt, has_rows = resolve_inputs(data, config, fmt, exclude=protect)
         if graph is not None and "tensorflow" in sys.modules:
             # The input needed TensorFlow here (TFRecord, a `gs://` path):
             # the graph is saved in this process, without a second import.

@@ -58,7 +58,9 @@ MODEL_HELP = (
 
 def _add_input_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--data", required=True, help="CSV, TFRecord or Parquet file, or a glob"
+        "--data",
+        required=True,
+        help="CSV, TFRecord or Parquet file, a glob (quoted) or a directory",
     )
     parser.add_argument(
         "--format",
@@ -212,7 +214,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     audit.add_argument("--model", required=True, help=MODEL_HELP)
     audit.add_argument(
-        "--data", help="raw rows to observe: CSV, TFRecord or Parquet file, or a glob"
+        "--data",
+        help="raw rows to observe: CSV, TFRecord or Parquet file, a glob or a "
+        "directory",
     )
     audit.add_argument(
         "--fail-on",

@@ -22,10 +22,13 @@ Record batches name their columns after the features, whatever the source.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import stat
 import zlib
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import apache_beam as beam
 import pyarrow as pa
@@ -49,6 +52,8 @@ from tanhguard.pipeline.tfrecord_reader import (
     read_tfrecord_batches,
 )
 from tanhguard.transforms.config import Config
+
+logger = logging.getLogger(__name__)
 
 # The format of a file whose content cannot tell (an empty file).
 _SUFFIXES = {
@@ -198,7 +203,7 @@ def _check_regular(path: str) -> None:
     )
 
 
-def expand_pattern(pattern: str) -> list[str]:
+def expand_pattern(pattern: str, exclude: Sequence[str | Path] = ()) -> list[str]:
     """The data files `pattern` names, sorted.
 
     `pattern` is a file, a glob (`files.glob`, so `gs://...` too; the
@@ -208,7 +213,9 @@ def expand_pattern(pattern: str) -> list[str]:
     `.part-0.crc`), as a Spark or Beam job's output directory holds them. A
     file named or globbed must be a regular file (or a link to one): a device
     or pipe (`/dev/zero`, `/dev/stdin`, a FIFO) may never end, and every pass
-    reads the files again.
+    reads the files again. A directory's or a glob's files that are the same
+    file as one of `exclude` (the job's config file, kept beside its data)
+    are left out.
 
     Raises:
       DataError: Nothing matches, the directory holds no data file, or a
@@ -233,9 +240,27 @@ def expand_pattern(pattern: str) -> list[str]:
         files = [path for path in fs.glob(pattern) if not fs.isdir(path)]
         if not files:
             raise DataError(f"{pattern}: no file matches this path or glob")
+    if exclude and files != [pattern]:
+        kept = [path for path in files if not _is_one_of(path, exclude)]
+        for path in sorted(set(files) - set(kept)):
+            logger.info("%s: the config file, left out of the data", path)
+        if not kept:
+            raise DataError(f"{pattern}: holds no data file but the config file")
+        files = kept
     for path in files:
         _check_regular(path)
     return files
+
+
+def _is_one_of(path: str, others: Sequence[str | Path]) -> bool:
+    """Whether the local file `path` is one of `others` (by device and inode)."""
+    if not fs.is_local(path):
+        return False
+    for other in others:
+        with contextlib.suppress(OSError):
+            if os.path.samefile(path, other):
+                return True
+    return False
 
 
 def check_file(path: str, config: Config, fmt: str) -> bool:
@@ -248,15 +273,19 @@ def check_file(path: str, config: Config, fmt: str) -> bool:
 
 
 def resolve_inputs(
-    data: str, config: Config, fmt: str | None = None
+    data: str,
+    config: Config,
+    fmt: str | None = None,
+    exclude: Sequence[str | Path] = (),
 ) -> tuple[list[str], str, bool]:
-    """`(files, format, has_rows)` for a path or glob, each file checked.
+    """`(files, format, has_rows)` for a path or glob, each file checked
+    (`exclude`: see `expand_pattern`).
 
     Raises:
       DataError: no file matches, the format is unclear, or a file does not fit
         the config (see `check_file`).
     """
-    files = expand_pattern(data)
+    files = expand_pattern(data, exclude)
     fmt = detect_format(files, fmt)
     has_rows = [check_file(path, config, fmt) for path in files]
     return files, fmt, any(has_rows)

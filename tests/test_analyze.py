@@ -261,6 +261,18 @@ def test_non_numeric_cell_names_file_and_row(tmp_path):
     )
 
 
+def test_the_config_file_in_the_data_directory_is_left_out(tmp_path):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    rows = "".join(f"{i},{i % 3},0,1,{i}\n" for i in range(30))
+    (folder / "part.csv").write_text(HEADER + rows)
+    config_file = folder / "config.yaml"
+    config_file.write_text("not read as data")  # the command line's --config
+    stats = run_analyze(CONFIG, str(folder), tmp_path / "out", protect=[config_file])
+    assert stats["data"]["files"] == [str(folder / "part.csv")]
+    assert stats["num_rows"] == 30
+
+
 def test_empty_dataset_is_an_error(tmp_path):
     path = tmp_path / "d.csv"
     path.write_text(HEADER)

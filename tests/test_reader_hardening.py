@@ -908,6 +908,24 @@ def test_directory_without_data_files_is_an_error(tmp_path, hidden):
     fails(tmp_path / "empty", r"empty: the directory holds no data file")
 
 
+@pytest.mark.parametrize("pattern", ["", "/*"], ids=["directory", "glob"])
+def test_the_config_file_beside_the_data_is_not_read_as_data(tmp_path, pattern):
+    folder = tmp_path / "my data"
+    write(folder, "part.csv", csv_bytes())
+    config = write(folder, "my config.yaml", b"features:\n  x: {}\n  n: {}\n")
+    # As a link too: the same file under another name.
+    (tmp_path / "link.yaml").symlink_to(config)
+    data = str(folder) + pattern
+    files, fmt, _ = resolve_inputs(data, CONFIG, exclude=[tmp_path / "link.yaml"])
+    assert [os.path.basename(f) for f in files] == ["part.csv"] and fmt == "csv"
+    # Without it the YAML is read as a CSV whose header lacks the columns.
+    with pytest.raises(DataError, match=r"my config\.yaml: feature `x`: column"):
+        resolve_inputs(data, CONFIG)
+    (folder / "part.csv").unlink()
+    with pytest.raises(DataError, match=r"holds no data file but the config file"):
+        resolve_inputs(data, CONFIG, exclude=[config])
+
+
 def test_a_local_glob_matches_as_pythons_glob_does(tmp_path):
     """`*` does not match a leading `.` (a checksum file beside its data, as a
     shell glob); a pattern naming the dot does."""
