@@ -280,7 +280,10 @@ def _parser() -> argparse.ArgumentParser:
         "demo", help="show the problem and the cure on built-in synthetic data"
     )
     demo.add_argument(
-        "--output", default="demo-output", help="where the demo writes (replaced)"
+        "--output",
+        default="demo-output",
+        help="where the demo writes (a folder an earlier demo wrote is replaced; "
+        "any other is refused)",
     )
     demo.add_argument("--rows", type=int, default=20_000, help="rows to generate")
     for sub in (analyze, run, transform, export, audit, check, report, demo):

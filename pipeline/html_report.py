@@ -1224,6 +1224,13 @@ def _check_replaceable(target: Path, generator: str = GENERATOR) -> None:
         raise OutputError(f"{target}: cannot read the existing file: {error}") from None
     if generator not in head:
         kind = "report" if generator == GENERATOR else "check page"
+        other = CHECK_GENERATOR if generator == GENERATOR else GENERATOR
+        if other in head:
+            what = "a `tanhguard check` page" if kind == "report" else "a report"
+            raise OutputExistsError(
+                f"{target}: exists and is {what}, not a {kind}: one kind of page "
+                "never replaces the other; choose another file"
+            )
         raise OutputExistsError(
             f"{target}: exists and is not a tanhguard {kind}: tanhguard will not "
             "replace it; choose another file"

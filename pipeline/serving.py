@@ -192,9 +192,12 @@ class Preprocessor(tf.Module):
             or no feature.
         """
         if not isinstance(raw, Mapping):
+            hint = ""
+            if hasattr(raw, "columns"):  # a pandas DataFrame
+                hint = " (from a DataFrame: {name: df[name].to_numpy() ...})"
             raise ExportError(
                 "expected the raw features as a dict keyed by feature name "
-                f"({', '.join(self.config.features)}). Received: "
+                f"({', '.join(self.config.features)}){hint}. Received: "
                 f"{type(raw).__name__}"
             )
         unknown = sorted(set(raw) - set(self.config.features))

@@ -143,8 +143,23 @@ def test_a_report_and_a_check_page_never_replace_each_other(trained, capsys):
     argv = ["check", "--artifacts", str(trained / "artifacts")]
     argv += ["--data", str(trained / "train.csv"), "--html", str(page)]
     assert main(argv) == EXIT_ERROR
-    assert "is not a tanhguard check page" in capsys.readouterr().err
+    assert (
+        "exists and is a report, not a check page: one kind of page never "
+        "replaces the other" in capsys.readouterr().err
+    )
     assert page.read_text() == before
+    # And the other way: `tanhguard report` onto a check page.
+    check_page = trained / "check.html"
+    argv[-1] = str(check_page)
+    main(argv)  # exit 1 or 0 by the drift; the page is written either way
+    written = check_page.read_text()
+    report = ["report", "--artifacts", str(trained / "artifacts")]
+    assert main([*report, "--output", str(check_page)]) == EXIT_ERROR
+    assert (
+        "exists and is a `tanhguard check` page, not a report"
+        in capsys.readouterr().err
+    )
+    assert check_page.read_text() == written
 
 
 def test_max_drift_needs_histograms(trained, tmp_path, capsys):

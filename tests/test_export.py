@@ -708,6 +708,17 @@ def test_attached_model_predicts_after_keras_relaxes_its_trace(trained, artifact
         unknown_rank(tf.ones([8, 2]))
 
 
+def test_the_preprocessor_given_a_dataframe_says_how_to_pass_it(artifacts):
+    import pandas as pd
+
+    raw = _raw_rows(4, seed=37)
+    frame = pd.DataFrame({k: v for k, v in raw.items() if v.ndim == 1})
+    with pytest.raises(ExportError, match=r"from a DataFrame: \{name: df\[name\]"):
+        Preprocessor(artifacts)(frame)
+    given = {name: frame[name].to_numpy() for name in frame.columns}
+    assert Preprocessor(artifacts)(given)["fare"].shape == [4]  # as it says
+
+
 def test_attached_model_given_a_matrix_says_it_takes_a_dict(trained, artifacts):
     _, _, model = trained
     guarded = attach(model, artifacts)
