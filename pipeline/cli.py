@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import json
 import logging
 import os
@@ -291,13 +292,50 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """Each subcommand's parser, by name."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
 def _command_flags(command: str) -> list[str]:
     """The flags of one subcommand, e.g. `--overwrite`."""
-    for action in _parser()._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            sub = action.choices[command]
-            return [flag for a in sub._actions for flag in a.option_strings]
-    return []
+    sub = _commands(_parser())[command]
+    return [flag for a in sub._actions for flag in a.option_strings]
+
+
+def _other_commands_flag(argument: str, command: str) -> str:
+    """`; --output-format is a flag of `transform` and `run`` when `argument`
+    is a flag of other commands but not of `command`, else ""."""
+    flag = argument.split("=")[0]
+    owners = [
+        name
+        for name, sub in _commands(_parser()).items()
+        if name != command
+        and any(flag in action.option_strings for action in sub._actions)
+    ]
+    if not owners or flag in _command_flags(command):
+        return ""
+    names = [f"`{name}`" for name in owners]
+    listed = " and ".join([", ".join(names[:-1]), names[-1]] if names[1:] else names)
+    return f"; {flag} is a flag of {listed}, not of `{command}`"
+
+
+def _check_command_name(argv: Sequence[str]) -> None:
+    """A usage error with the closest command for a mistyped one (Python
+    3.10 and 3.11's argparse suggests none)."""
+    given = next((a for a in argv if not a.startswith("-")), None)
+    names = list(_commands(_parser()))
+    if given is None or given in names or argv[0].startswith("-"):
+        return
+    close = difflib.get_close_matches(given, names, n=1)
+    if close:
+        _parser().error(
+            f"unknown command {given!r} (did you mean `{close[0]}`?); "
+            f"commands: {', '.join(names)}"
+        )
 
 
 def _print_summary(stats: dict, output: str, started: float) -> None:
@@ -411,7 +449,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ...`, and exit status 1; a usage error exits 2 (argparse).
     """
     started = time.monotonic()  # the closing line's time: the whole command's
+    _check_command_name(sys.argv[1:] if argv is None else argv)
     args, beam_args = _parser().parse_known_args(argv)
+    usage = _commands(_parser())[args.command]  # its errors show its usage
     from tanhguard.pipeline.malloc import keep_freed_memory
     from tanhguard.pipeline.simd import prefer_avx2_sort
 
@@ -420,16 +460,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in KERAS_FREE_COMMANDS:
         os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     hint = _unquoted_glob_hint(args, beam_args)
+    other = "".join(_other_commands_flag(a, args.command) for a in beam_args)
     if args.command not in BEAM_COMMANDS and beam_args:
-        _parser().error(f"unrecognized arguments: {' '.join(beam_args)}{hint}")
+        usage.error(f"unrecognized arguments: {' '.join(beam_args)}{other}{hint}")
     if beam_args:
         from tanhguard.pipeline.beam_flags import unknown_beam_flags
 
-        unknown = unknown_beam_flags(beam_args, _command_flags(args.command))
+        unknown = [
+            # A flag of another command is no typo: no "did you mean" for it.
+            item.split(" (")[0]
+            if _other_commands_flag(item.split(" (")[0], args.command)
+            else item
+            for item in unknown_beam_flags(beam_args, _command_flags(args.command))
+        ]
         if unknown:
-            _parser().error(
+            usage.error(
                 "unrecognized arguments, neither tanhguard's nor Apache Beam's: "
                 + ", ".join(unknown)
+                + other
                 + hint
             )
     if getattr(args, "quiet", False):

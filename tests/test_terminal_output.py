@@ -2,6 +2,7 @@
 hints for common command-line mistakes."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -131,6 +132,48 @@ def test_a_stray_argument_that_is_no_file_gets_no_glob_hint(capsys):
     err = capsys.readouterr().err
     assert "unrecognized arguments: stray" in err
     assert "quote" not in err
+
+
+ANALYZE = ["analyze", "--config", "c.yaml", "--data", "d.csv", "--output", "o"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "wanted"),
+    [
+        (
+            [*ANALYZE, "--output-format", "csv"],
+            "usage: tanhguard analyze .*error: unrecognized arguments, neither "
+            "tanhguard's nor Apache Beam's: --output-format, csv; --output-format "
+            "is a flag of `run` and `transform`, not of `analyze`$",
+        ),
+        (
+            ["report", "--artifacts", "a", "--output", "r.html", "--data", "d.csv"],
+            "usage: tanhguard report .*error: unrecognized arguments: --data "
+            "d.csv; --data is a flag of `analyze`, .*, not of `report`$",
+        ),
+        (
+            ["anlyze", "--config", "c.yaml"],
+            "error: unknown command 'anlyze' \\(did you mean `analyze`\\?\\); "
+            "commands: analyze, run, ",
+        ),
+        (
+            [*ANALYZE, "--runer=Direct"],
+            "usage: tanhguard analyze .*Beam's: --runer=Direct \\(did you mean "
+            "--runner\\?\\)$",
+        ),
+    ],
+    ids=["a flag of other commands", "no Beam flags", "a mistyped command", "typo"],
+)
+def test_a_usage_error_shows_the_commands_usage_and_what_went_wrong(
+    tmp_path, monkeypatch, capsys, argv, wanted
+):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert re.search(wanted, err), err
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("spelling", ["--output-format", "--output_format"])
