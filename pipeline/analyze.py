@@ -21,9 +21,10 @@ from typing import Any
 
 import apache_beam as beam
 import numpy as np
+import pyarrow as pa
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from tanhguard.errors import DataError
+from tanhguard.errors import ConfigError, DataError
 from tanhguard.pipeline import files as fs
 from tanhguard.pipeline import graph_process, spill
 from tanhguard.pipeline.artifacts import ROWS_DIR, load_stats, write_stats
@@ -39,7 +40,11 @@ from tanhguard.pipeline.job_errors import data_errors_unwrapped
 from tanhguard.pipeline.malloc import malloc_enabled
 from tanhguard.pipeline.output_dir import publish_dir
 from tanhguard.pipeline.progress import load_tensorflow
-from tanhguard.pipeline.readers import ReadRecordBatches, resolve_inputs
+from tanhguard.pipeline.readers import (
+    ReadRecordBatches,
+    kept_schema,
+    resolve_inputs,
+)
 from tanhguard.pipeline.stats_json import STATS_FORMAT_VERSION, unpack_stats_vector
 from tanhguard.pipeline.tfdv_stats import write_tfdv_stats
 from tanhguard.pipeline.workdir import SCRATCH, SaveGlobally, load_saved, work_dir
@@ -230,6 +235,7 @@ def run_analyze(
     fmt: str | None = None,
     rows_format: str | None = None,
     protect: Sequence[str | Path] = (),
+    keep: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Analyzes the files matching `data` and writes the artifacts.
 
@@ -249,6 +255,8 @@ def run_analyze(
       rows_format: see above.
       protect: More paths `output` must not be or contain (the config file);
         the input files always are (see `output_dir.publish_dir`).
+      keep: With `rows_format`, columns copied into the rows unchanged
+        (CSV and Parquet input; see `kept_columns`).
 
     Returns:
       The content of stats.json.
@@ -266,6 +274,9 @@ def run_analyze(
         spill.spill_enabled()  # and a bad TANHGUARD_SPILL
         malloc_enabled()  # and TANHGUARD_MALLOC (the command line read it)
         files, fmt, has_rows = resolve_inputs(data, config, fmt, exclude=protect)
+        if keep and rows_format is None:
+            raise ConfigError("kept columns are for the transformed rows (`run`)")
+        kept = kept_schema(files, fmt, keep, config)
         if graph is not None and "tensorflow" in sys.modules:
             # The input needed TensorFlow here (TFRecord, a `gs://` path):
             # the graph is saved in this process, without a second import.
@@ -285,7 +296,7 @@ def run_analyze(
                     (files, fmt),
                     beam_args,
                     staging,
-                    rows_format,
+                    (rows_format, kept),
                     graph,
                     started,
                 )
@@ -304,11 +315,12 @@ def _analyze_into(
     inputs: tuple[Sequence[str], str],
     beam_args: Sequence[str],
     staging: Path,
-    rows_format: str | None,
+    rows: tuple[str | None, pa.Schema | None],
     graph: GraphProcess | None,
     started: float,
 ) -> dict[str, Any]:
     """Every artifact into `staging` (`inputs`: the files and their format;
+    `rows`: the rows' output format, or None, and the kept columns' schema;
     `started`: the run's `time.monotonic()`); returns stats.json's content."""
     files, fmt = inputs
     options = PipelineOptions(list(beam_args))
@@ -321,7 +333,7 @@ def _analyze_into(
             graph.stop()
             graph = None
         vector = _analyze(
-            config, files, fmt, options, work, staging, rows_format, graph, local
+            config, files, fmt, options, work, staging, rows, graph, local
         )
         stats = {
             "format_version": STATS_FORMAT_VERSION,
@@ -348,14 +360,16 @@ def _analyze(
     options: PipelineOptions,
     work: str,
     staging: Path,
-    rows_format: str | None,
+    rows: tuple[str | None, pa.Schema | None],
     graph: GraphProcess | None,
     local: bool,
 ) -> np.ndarray:
-    """The analysis passes; the graph (and with `rows_format`, the rows) go
-    into `work`, the raw schema into `staging`. Returns the statistics
-    vector the graph holds; `graph`, if given, may still be saving it.
-    `local`: `work` is `staging` (the parsed batches may be kept there)."""
+    """The analysis passes; the graph (and with `rows`' format, the rows,
+    with its kept columns) go into `work`, the raw schema into `staging`.
+    Returns the statistics vector the graph holds; `graph`, if given, may
+    still be saving it. `local`: `work` is `staging` (the parsed batches may
+    be kept there)."""
+    rows_format, kept_columns = rows
     scratch = posixpath.join(work, SCRATCH)
     kept = spill.spill_dir(scratch, fmt) if local else None
     passes = _Passes(config, files, fmt, options, scratch, kept)
@@ -393,10 +407,10 @@ def _analyze(
         fs.makedirs(posixpath.join(work, ROWS_DIR))
         rows_prefix = posixpath.join(work, ROWS_DIR, "part")
         with new_pipeline(options) as pipeline:
-            rows = pipeline | "Read" >> ReadRecordBatches(
-                files, config, fmt, TRANSFORM_BATCH_VALUES
+            batches = pipeline | "Read" >> ReadRecordBatches(
+                files, config, fmt, TRANSFORM_BATCH_VALUES, kept_columns
             )
-            _ = rows | "TransformAndWrite" >> TransformAndWrite(
-                config, work, rows_prefix, rows_format
+            _ = batches | "TransformAndWrite" >> TransformAndWrite(
+                config, work, rows_prefix, rows_format, keep=kept_columns
             )
     return vector

@@ -79,6 +79,14 @@ def _add_output_format(parser: argparse.ArgumentParser) -> None:
         default="parquet",
         help="format of the transformed shards (default parquet)",
     )
+    parser.add_argument(
+        "--keep",
+        action="append",
+        default=[],
+        metavar="COLUMN",
+        help="copy this input column (a label, an id) into the transformed rows "
+        "unchanged, first; repeat for more (CSV and Parquet input)",
+    )
 
 
 def _add_write_flags(parser: argparse.ArgumentParser) -> None:
@@ -373,6 +381,7 @@ def _run(args: argparse.Namespace, beam_args: list[str], started: float) -> int:
                 fmt=args.format,
                 rows_format=getattr(args, "output_format", None),
                 protect=[args.config],
+                keep=getattr(args, "keep", []),
             )
         finally:
             graph_process.stop_early()
@@ -388,6 +397,7 @@ def _run(args: argparse.Namespace, beam_args: list[str], started: float) -> int:
             beam_args,
             overwrite=args.overwrite,
             fmt=args.format,
+            keep=args.keep,
         )
         print(
             f"Transformed {result['rows']:,} rows into {len(result['files'])} "

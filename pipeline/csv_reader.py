@@ -22,7 +22,7 @@ import gzip
 import io
 import zlib
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -43,6 +43,7 @@ from tanhguard.pipeline.batch_layout import (
     is_gzip,
     one_line,
 )
+from tanhguard.pipeline.kept_columns import FLAG, closest, with_kept
 from tanhguard.pipeline.read_ahead import read_ahead
 from tanhguard.transforms.config import Config
 
@@ -206,6 +207,53 @@ def _check_columns(path: str, header: list[str], config: Config) -> None:
             )
 
 
+def _check_kept(path: str, header: list[str], keep: Sequence[str]) -> None:
+    absent = [name for name in keep if name not in header]
+    if absent:
+        raise DataError(
+            f"{path}: {FLAG} `{absent[0]}`: not in the header"
+            f"{closest(absent[0], header)}"
+        )
+
+
+def kept_csv_types(
+    path: str, keep: Sequence[str], infer: bool = True
+) -> dict[str, pa.DataType]:
+    """The types Arrow infers for the columns `keep` from the file's first
+    block (`DEFAULT_BLOCK_SIZE`); with `infer` false, the header is only
+    checked to hold them and no type is given.
+
+    Raises:
+      DataError: the header lacks one, or the block cannot be read.
+    """
+    header = _read_header(path)[0]
+    _check_kept(path, header, keep)
+    if not infer:
+        return {}
+    try:
+        reader = pa_csv.open_csv(
+            _open_for_arrow(path),
+            read_options=pa_csv.ReadOptions(
+                block_size=DEFAULT_BLOCK_SIZE,
+                column_names=header,
+                skip_rows=1,
+                use_threads=False,
+            ),
+            convert_options=pa_csv.ConvertOptions(
+                include_columns=list(keep),
+                null_values=[""],
+                strings_can_be_null=False,
+            ),
+        )
+        schema = reader.schema
+        reader.close()
+    except (pa.ArrowException, UnicodeDecodeError, *_STREAM_ERRORS) as error:
+        raise DataError(
+            f"{path}: cannot read the first rows for {FLAG}: {one_line(error)}"
+        ) from None
+    return {name: schema.field(name).type for name in keep}
+
+
 def check_header(path: str, config: Config) -> bool:
     """Checks that a CSV's header names every configured column once.
 
@@ -228,12 +276,14 @@ def read_csv_batches(
     config: Config,
     block_size: int = DEFAULT_BLOCK_SIZE,
     rows: int | None = None,
+    keep: pa.Schema | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """Streams one CSV file as record batches in the layout of `arrow_schema`
     (Arrow's blocks joined into batches of `rows` rows, by default
     `batch_rows`), parsed on a thread of their own a few batches ahead of the
     caller (`read_ahead`: the caller's work on a batch and the parsing of the
-    next ones take both cores).
+    next ones take both cores). With `keep`, its columns follow, of its
+    types (`kept_columns`).
 
     Cells: a number; `nan`, `inf`, `-inf` (any case); or empty (missing).
 
@@ -243,12 +293,12 @@ def read_csv_batches(
         longer than `block_size`, or a gzip file is cut or corrupt; the
         message names the file, and the row and column when known.
     """
-    blocks = _parse_batches(path, config, block_size)
+    blocks = _parse_batches(path, config, block_size, keep)
     return read_ahead(coalesced(blocks, rows or batch_rows(config)))
 
 
 def _parse_batches(
-    path: str, config: Config, block_size: int
+    path: str, config: Config, block_size: int, keep: pa.Schema | None = None
 ) -> Iterator[pa.RecordBatch]:
     """`read_csv_batches` on the calling thread."""
     header = _read_header(path)[0]
@@ -259,6 +309,9 @@ def _parse_batches(
         for name, names in columns.items()
         for column in names
     }
+    if keep is not None:
+        _check_kept(path, header, keep.names)
+        column_types.update({field.name: field.type for field in keep})
     schema = arrow_schema(config)
     first_row = 1  # data rows are numbered from 1, the header is row 0
     try:
@@ -295,13 +348,23 @@ def _parse_batches(
                 for name, names in columns.items()
             ]
             first_row += batch.num_rows
-            yield pa.RecordBatch.from_arrays(arrays, schema=schema)
+            features = pa.RecordBatch.from_arrays(arrays, schema=schema)
+            if keep is not None:
+                kept = [batch.column(name) for name in keep.names]
+                features = with_kept(features, kept, keep)
+            yield features
     except (pa.ArrowException, UnicodeDecodeError, *_STREAM_ERRORS) as error:
-        raise _explain(path, error, column_types, first_row, block_size) from None
+        kept = keep.names if keep is not None else ()
+        raise _explain(path, error, column_types, first_row, block_size, kept) from None
 
 
 def _explain(
-    path: str, error: Exception, column_types: dict, first_row: int, block_size: int
+    path: str,
+    error: Exception,
+    column_types: dict,
+    first_row: int,
+    block_size: int,
+    kept: Sequence[str] = (),
 ) -> DataError:
     """The DataError for an error Arrow raised after `first_row - 1` rows."""
     message = str(error) if not isinstance(error, UnicodeDecodeError) else ""
@@ -320,7 +383,7 @@ def _explain(
             f"{path}: cannot read the {kind} file after {where} row(s) "
             f"(truncated or corrupt?): {one_line(error)}"
         )
-    located = _locate_bad_cell(path, column_types, first_row)
+    located = _locate_bad_cell(path, column_types, first_row, kept)
     if located is not None:
         return DataError(f"{path}: {located}")
     return DataError(f"{path}: {_explain_arrow_error(message, column_types)}")
@@ -335,9 +398,11 @@ def _parses(cell: str, dtype: pa.DataType) -> bool:
     not. Spaces around a number are read by both; a cell of spaces only is
     neither empty nor a number. A leading `+` depends on Arrow's version
     (pyarrow 10 refuses `+1` for a float, 23 reads it): Arrow is asked."""
-    if cell == "":
+    if cell == "" or pa.types.is_string(dtype):  # text: any cell
         return True
     text = cell.strip()
+    if not (pa.types.is_integer(dtype) or pa.types.is_floating(dtype)):
+        return _arrow_parses(text, dtype)  # a kept column's boolean
     if not text.isascii() or "_" in text:
         return False
     if text.startswith("+"):
@@ -374,7 +439,9 @@ def _not_utf8(cell: str) -> int | None:
     return None
 
 
-def _locate_bad_cell(path: str, column_types: dict, first_row: int) -> str | None:
+def _locate_bad_cell(
+    path: str, column_types: dict, first_row: int, kept: Sequence[str] = ()
+) -> str | None:
     """Where and why a row cannot be read: the first configured cell that is
     not UTF-8 or not a number, or a row of the wrong number of cells (only on
     the error path), from row `first_row` on (Arrow read the rows before).
@@ -412,6 +479,13 @@ def _locate_bad_cell(path: str, column_types: dict, first_row: int) -> str | Non
                             f"text (byte 0x{byte:02x}){_CELL_RULE}"
                         )
                     dtype = column_types[column]
+                    if column in kept and not _parses(cell, dtype):
+                        return (
+                            f"row {row}: column `{column}` ({FLAG}): "
+                            f"{one_line(repr(cell))} is not of type {dtype}, which "
+                            "Arrow inferred from the first rows of the first file; "
+                            "convert the column to one type"
+                        )
                     if not _parses(cell, dtype):
                         if not cell.strip():
                             return (

@@ -10,7 +10,7 @@ column (Parquet allows several of the same name).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -25,6 +25,7 @@ from tanhguard.pipeline.batch_layout import (
     feature_column,
     one_line,
 )
+from tanhguard.pipeline.kept_columns import FLAG, closest, with_kept
 from tanhguard.transforms.config import Config
 
 
@@ -115,11 +116,28 @@ def check_parquet(path: str, config: Config) -> bool:
     return parquet.metadata.num_rows > 0
 
 
+def kept_parquet_types(path: str, keep: Sequence[str]) -> dict[str, pa.DataType]:
+    """The types of the columns `keep` in the file.
+
+    Raises:
+      DataError: the file is not Parquet, or lacks one of them or has it twice.
+    """
+    schema = _open_parquet(path).schema_arrow
+    counts = Counter(schema.names)
+    for name in keep:
+        if counts[name] != 1:
+            found = "not in the file" if not counts[name] else "twice in the file"
+            hint = closest(name, schema.names) if not counts[name] else ""
+            raise DataError(f"{path}: {FLAG} `{name}`: {found}{hint}")
+    return {name: schema.field(name).type for name in keep}
+
+
 def read_parquet_batches(
-    path: str, config: Config, rows: int | None = None
+    path: str, config: Config, rows: int | None = None, keep: pa.Schema | None = None
 ) -> Iterator[pa.RecordBatch]:
     """Streams a Parquet file, only the configured columns, in batches of
-    `rows` rows (by default `batch_rows`).
+    `rows` rows (by default `batch_rows`); with `keep`, its columns follow,
+    cast to its types (`kept_columns`).
 
     Raises:
       DataError: as `check_parquet`; or a value does not fit the feature (an
@@ -130,6 +148,9 @@ def read_parquet_batches(
     plan = _parquet_plan(path, parquet.schema_arrow, config)
     schema = arrow_schema(config)
     wanted = sorted({c for columns, _ in plan.values() for c in columns})
+    if keep is not None:
+        kept_parquet_types(path, keep.names)
+        wanted += [name for name in keep.names if name not in wanted]
     # List columns come as the file holds them: cast and length-checked.
     from_file = [name for name, (_, is_list) in plan.items() if is_list]
     first_row = 1
@@ -155,7 +176,11 @@ def read_parquet_batches(
             decoded = pa.RecordBatch.from_arrays(
                 arrays, names=[field.name for field in schema]
             )
-            yield conform(path, decoded, config, "row", first_row, from_file)
+            conformed = conform(path, decoded, config, "row", first_row, from_file)
+            if keep is not None:
+                kept = [batch.column(name) for name in keep.names]
+                conformed = with_kept(conformed, kept, keep)
+            yield conformed
             first_row += batch.num_rows
     except (pa.ArrowException, OSError) as error:
         raise DataError(

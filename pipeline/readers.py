@@ -42,9 +42,18 @@ from tanhguard.pipeline.batch_layout import (
     coalesced,
     one_line,
 )
-from tanhguard.pipeline.csv_reader import check_header, read_csv_batches
+from tanhguard.pipeline.csv_reader import (
+    check_header,
+    kept_csv_types,
+    read_csv_batches,
+)
 from tanhguard.pipeline.formats import FORMATS
-from tanhguard.pipeline.parquet_reader import check_parquet, read_parquet_batches
+from tanhguard.pipeline.kept_columns import FLAG, check_kept_names, merge_types
+from tanhguard.pipeline.parquet_reader import (
+    check_parquet,
+    kept_parquet_types,
+    read_parquet_batches,
+)
 from tanhguard.pipeline.progress import counted
 from tanhguard.pipeline.tfrecord_reader import (
     check_tfrecord,
@@ -291,22 +300,62 @@ def resolve_inputs(
     return files, fmt, any(has_rows)
 
 
+def kept_schema(
+    files: Sequence[str], fmt: str, keep: Sequence[str], config: Config
+) -> pa.Schema | None:
+    """The kept columns' schema (see `kept_columns`), or None when
+    none is kept.
+
+    Raises:
+      ConfigError: a kept name is given twice or taken by the config.
+      DataError: a file lacks a kept column, the input is TFRecord, or the
+        files' types disagree or are not kept types.
+    """
+    if not keep:
+        return None
+    check_kept_names(keep, config)
+    if fmt == "tfrecord":
+        raise DataError(
+            f"{FLAG} reads CSV and Parquet input; a tf.Example names no column "
+            "types. Convert the rows to Parquet, or use the TFX module's "
+            "`passthrough` or the Python `Preprocessor`"
+        )
+    found: dict[str, tuple[str, pa.DataType]] = {}
+    for path in files:
+        if fmt == "csv":
+            # The first file's first block settles a CSV's types: the reader
+            # then converts every block to them.
+            types = kept_csv_types(path, keep, infer=not found)
+        else:
+            types = kept_parquet_types(path, keep)
+        merge_types(found, path, types)
+    return pa.schema([pa.field(name, found[name][1]) for name in keep])
+
+
 def read_batches(
-    path: str, config: Config, fmt: str, values: int = BATCH_VALUES
+    path: str,
+    config: Config,
+    fmt: str,
+    values: int = BATCH_VALUES,
+    keep: pa.Schema | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """Record batches of one file in the given format, each of
-    `batch_rows(config, values)` rows (the last fewer)."""
+    `batch_rows(config, values)` rows (the last fewer); with `keep` (CSV and
+    Parquet), its columns after the features (`kept_columns`)."""
     rows = batch_rows(config, values)
     if fmt == "csv":
-        return read_csv_batches(path, config, rows=rows)
+        return read_csv_batches(path, config, rows=rows, keep=keep)
     if fmt == "parquet":
-        return read_parquet_batches(path, config, rows=rows)
+        return read_parquet_batches(path, config, rows=rows, keep=keep)
+    if keep is not None:
+        raise ValueError("kept columns are read from CSV and Parquet files only")
     return coalesced(read_tfrecord_batches(path, config), rows)
 
 
 class ReadRecordBatches(beam.PTransform):
     """Files of one format -> a PCollection of record batches (of about
-    `values` values each, see `read_batches`)."""
+    `values` values each, with the columns of `keep` after the features, see
+    `read_batches`)."""
 
     def __init__(
         self,
@@ -314,18 +363,25 @@ class ReadRecordBatches(beam.PTransform):
         config: Config,
         fmt: str,
         values: int = BATCH_VALUES,
+        keep: pa.Schema | None = None,
     ):
         super().__init__()
         self._files = list(files)
         self._config = config
         self._format = fmt
         self._values = values
+        self._keep = keep
 
     def expand(self, pipeline: beam.Pipeline) -> beam.PCollection:
-        config, fmt, values = self._config, self._format, self._values
+        config, fmt, values, keep = (
+            self._config,
+            self._format,
+            self._values,
+            self._keep,
+        )
 
         def read(path: str) -> Iterator[pa.RecordBatch]:
-            return counted(path, read_batches(path, config, fmt, values))
+            return counted(path, read_batches(path, config, fmt, values, keep))
 
         files = pipeline | "ListFiles" >> beam.Create(self._files)
         if len(self._files) > 1:

@@ -33,7 +33,11 @@ from tanhguard.pipeline.beam_runner import new_pipeline
 from tanhguard.pipeline.formats import FORMATS
 from tanhguard.pipeline.job_errors import data_errors_unwrapped
 from tanhguard.pipeline.output_dir import publish_dir
-from tanhguard.pipeline.readers import ReadRecordBatches, resolve_inputs
+from tanhguard.pipeline.readers import (
+    ReadRecordBatches,
+    kept_schema,
+    resolve_inputs,
+)
 from tanhguard.pipeline.workdir import (
     SCRATCH,
     SaveGlobally,
@@ -46,9 +50,10 @@ from tanhguard.transforms.config import Config
 logger = logging.getLogger(__name__)
 
 
-def output_schema(config: Config) -> pa.Schema:
-    """float32 columns; a vector feature is a list of d float32."""
-    fields = []
+def output_schema(config: Config, keep: pa.Schema | None = None) -> pa.Schema:
+    """The kept columns (`kept_columns`), then float32 columns; a vector
+    feature is a list of d float32."""
+    fields = list(keep) if keep is not None else []
     for name in config.model_matrix_names():
         feature = config.features[name.split("__")[0]]
         kind = pa.list_(pa.float32()) if feature.is_vector else pa.float32()
@@ -101,11 +106,19 @@ def _full_indices(rows: int, width: int) -> np.ndarray:
     return indices.reshape(-1, 2)
 
 
-def output_batch(outputs: dict[str, Any], schema: pa.Schema) -> pa.RecordBatch:
+def output_batch(
+    outputs: dict[str, Any],
+    schema: pa.Schema,
+    kept: dict[str, pa.Array] | None = None,
+) -> pa.RecordBatch:
     """The graph's outputs (`[rows]` or `[rows, d]` each) in the layout of
-    `output_schema`: a float32 column, or a list of d float32 per row."""
+    `output_schema`: a float32 column, or a list of d float32 per row; the
+    kept columns as `kept` holds them."""
     arrays = []
     for field in schema:
+        if kept is not None and field.name in kept:
+            arrays.append(kept[field.name])
+            continue
         values = np.asarray(outputs[field.name], dtype=np.float32)
         if pa.types.is_list(field.type):
             rows, width = values.shape
@@ -135,11 +148,14 @@ class _ApplyGraph(beam.DoFn):
     instance on the worker: in `setup` when its directory is known when the
     pipeline is built, else on the first batch (a side input gives it)."""
 
-    def __init__(self, config: Config, graph_dir: str | None):
+    def __init__(
+        self, config: Config, graph_dir: str | None, keep: pa.Schema | None = None
+    ):
         super().__init__()
         self._config = config
         self._graph_dir = graph_dir
-        self._schema = output_schema(config)
+        self._schema = output_schema(config, keep)
+        self._kept = keep.names if keep is not None else []
 
     def setup(self):
         self._loaded_dir = None
@@ -156,9 +172,15 @@ class _ApplyGraph(beam.DoFn):
         if graph_dir != self._loaded_dir:
             self._load(graph_dir)
         outputs = self._function(graph_inputs(batch, self._config))
+        kept = {name: batch.column(name) for name in self._kept}
         yield output_batch(
-            {name: outputs[name].numpy() for name in self._schema.names},
+            {
+                name: outputs[name].numpy()
+                for name in self._schema.names
+                if name not in kept
+            },
             self._schema,
+            kept,
         )
 
 
@@ -168,10 +190,28 @@ def _csv_lines(batch: pa.RecordBatch) -> Iterator[str]:
         values = column.to_pylist()
         if pa.types.is_list(column.type):
             columns.append([",".join(repr(float(v)) for v in row) for row in values])
-        else:
+        elif pa.types.is_float32(column.type):
             columns.append([repr(float(v)) for v in values])
+        else:  # a kept column
+            columns.append([_kept_cell(v) for v in values])
     for row in zip(*columns, strict=True):
         yield ",".join(row)
+
+
+def _kept_cell(value: Any) -> str:
+    """A kept value as a CSV cell: empty for none, `true`/`false`, a number
+    as Python writes it, text quoted when it holds a comma, quote or line end
+    (as the `csv` module quotes)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    text = str(value)
+    if any(c in text for c in ',"\r\n') or text != text.strip():
+        return '"' + text.replace('"', '""') + '"'
+    return text
 
 
 def _csv_header(schema: pa.Schema, config: Config) -> str:
@@ -195,11 +235,33 @@ def examples_from_batch(batch: pa.RecordBatch, encoder_schema) -> list[bytes]:
         if pa.types.is_list(column.type):
             lists.append(column)
         else:
-            offsets = pa.array(np.arange(len(column) + 1, dtype=np.int32))
-            lists.append(pa.ListArray.from_arrays(offsets, column))
+            lists.append(_one_value_lists(column))
     as_lists = pa.RecordBatch.from_arrays(lists, names=batch.schema.names)
     encoder = example_coder.RecordBatchToExamplesEncoder(encoder_schema)
     return encoder.encode(as_lists)
+
+
+# A kept column's type in a `tf.Example` (`kept_columns`): its list type.
+_EXAMPLE_TYPES = {
+    pa.int64(): pa.int64(),
+    pa.bool_(): pa.int64(),
+    pa.float64(): pa.float32(),
+    pa.float32(): pa.float32(),
+    pa.string(): pa.binary(),
+}
+
+
+def _one_value_lists(column: pa.Array) -> pa.ListArray:
+    """A scalar column as lists of one value each, none for a null, of the
+    type a `tf.Example` holds (`_EXAMPLE_TYPES`)."""
+    values = column.cast(_EXAMPLE_TYPES[column.type])
+    if column.null_count == 0:
+        offsets = np.arange(len(column) + 1, dtype=np.int32)
+    else:
+        valid = np.asarray(column.is_valid(), dtype=np.int32)
+        offsets = np.concatenate([[0], np.cumsum(valid)]).astype(np.int32)
+        values = values.filter(column.is_valid())
+    return pa.ListArray.from_arrays(pa.array(offsets), values)
 
 
 class TransformAndWrite(beam.PTransform):
@@ -218,6 +280,7 @@ class TransformAndWrite(beam.PTransform):
         prefix: str,
         output_format: str,
         count_path: str | None = None,
+        keep: pa.Schema | None = None,
     ):
         super().__init__()
         self._config = config
@@ -225,19 +288,22 @@ class TransformAndWrite(beam.PTransform):
         self._prefix = prefix
         self._format = output_format
         self._count_path = count_path
+        self._keep = keep
 
     def expand(self, batches):
-        config, transform_fn = self._config, self._transform_fn
-        schema = output_schema(config)
+        config, transform_fn, keep = self._config, self._transform_fn, self._keep
+        schema = output_schema(config, keep)
         if isinstance(transform_fn, (str, Path)):
             graph_dir = posixpath.join(
                 str(transform_fn), tft.TFTransformOutput.TRANSFORM_FN_DIR
             )
-            flat = batches | "Transform" >> beam.ParDo(_ApplyGraph(config, graph_dir))
+            flat = batches | "Transform" >> beam.ParDo(
+                _ApplyGraph(config, graph_dir, keep)
+            )
         else:
             graph_dir = beam.pvalue.AsSingleton(transform_fn[0])
             flat = batches | "Transform" >> beam.ParDo(
-                _ApplyGraph(config, None), graph_dir
+                _ApplyGraph(config, None, keep), graph_dir
             )
         if self._count_path is not None:
             # The row count, without reading the shards back.
@@ -257,8 +323,11 @@ def run_transform(
     beam_args: Sequence[str] = (),
     overwrite: bool = False,
     fmt: str | None = None,
+    keep: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Transforms the rows of `data` with the graph in `artifacts`.
+    """Transforms the rows of `data` with the graph in `artifacts`; the
+    columns `keep` (CSV and Parquet input) are copied into the output rows
+    unchanged, first (`kept_columns`).
 
     Returns:
       `{"rows": N, "files": [...], "seconds": s}` for the written shards.
@@ -275,6 +344,7 @@ def run_transform(
     started = time.monotonic()
     config = load_artifacts_config(artifacts)
     files, fmt, _ = resolve_inputs(data, config, fmt)
+    kept = kept_schema(files, fmt, keep, config)
     logger.info("transforming %d %s file(s) matching %s", len(files), fmt, data)
     protect = [*files, artifacts]
     with publish_dir(output, overwrite=overwrite, protect=protect) as staging:
@@ -296,7 +366,7 @@ def run_transform(
                     )
             with new_pipeline(options) as pipeline:
                 batches = pipeline | "Read" >> ReadRecordBatches(
-                    files, config, fmt, TRANSFORM_BATCH_VALUES
+                    files, config, fmt, TRANSFORM_BATCH_VALUES, kept
                 )
                 _ = batches | "TransformAndWrite" >> TransformAndWrite(
                     config,
@@ -304,6 +374,7 @@ def run_transform(
                     posixpath.join(work, "part"),
                     output_format,
                     count_path,
+                    kept,
                 )
             rows = int(load_saved(count_path, sum))
         written = sorted(p for p in staging.iterdir() if p.name.startswith("part"))
@@ -373,7 +444,15 @@ def _write(flat, prefix: str, output_format: str, schema: pa.Schema, config: Con
         import tensorflow as tf
         from tensorflow_transform.tf_metadata import schema_utils
 
-        spec = {field.name: tf.io.VarLenFeature(tf.float32) for field in schema}
+        kinds = {pa.int64(): tf.int64, pa.float32(): tf.float32, pa.binary(): tf.string}
+        spec = {
+            field.name: tf.io.VarLenFeature(
+                tf.float32
+                if field.name in config.model_matrix_names()
+                else kinds[_EXAMPLE_TYPES[field.type]]
+            )
+            for field in schema
+        }
         encoder_schema = schema_utils.schema_from_feature_spec(spec)
         return (
             flat

@@ -1,0 +1,246 @@
+"""`--keep`: input columns copied into the transformed rows unchanged, each
+value with its own row, in every output format, on more than one file and
+more than one worker."""
+
+import datetime
+import glob
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+import pytest
+import tensorflow as tf
+from graph_oracle import apply_graph
+
+from tanhguard.errors import ConfigError, DataError
+from tanhguard.pipeline import csv_reader
+from tanhguard.pipeline.analyze import run_analyze
+from tanhguard.pipeline.cli import EXIT_OK, main
+from tanhguard.pipeline.transform_job import run_transform
+from tanhguard.transforms.config import parse_config
+
+ROWS = 600
+CONFIG = parse_config({"features": {"x": {"indicators": ["missing"]}}})
+KEEP = ["id", "label", "w", "flag"]
+
+
+def _table(rows: int = ROWS, seed: int = 41) -> pa.Table:
+    """Ids (text with a comma, a quote, spaces; unique), a label with gaps, a
+    float64 weight with NaN, a boolean flag, and the feature `x`."""
+    rng = np.random.default_rng(seed)
+    ids = [f"r-{i}" if i % 7 else f' r,"{i}" ' for i in range(rows)]
+    label = [
+        None if i % 11 == 0 else int(v) for i, v in enumerate(rng.integers(0, 5, rows))
+    ]
+    w = rng.random(rows) * 1e6
+    w[::13] = np.nan
+    x = (rng.standard_t(2, rows) * 3).astype(np.float32)
+    x[::9] = np.nan
+    return pa.table(
+        {
+            "id": ids,
+            "x": x,
+            "label": pa.array(label, pa.int64()),
+            "w": w,
+            "flag": rng.random(rows) > 0.5,
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("kept")
+    table = _table()
+    parts = (table.slice(0, 250), table.slice(250))
+    for i, part in enumerate(parts):
+        pq.write_table(part, root / f"in-{i}.parquet")
+        pa_csv.write_csv(part, root / f"in-{i}.csv")
+    run_analyze(CONFIG, str(root / "in-*.csv"), root / "artifacts")
+    x = np.asarray(table["x"].to_pylist(), np.float32)
+    expected = apply_graph(root / "artifacts", {"x": x})
+    return root, table, expected
+
+
+def _read_rows(out, output_format: str) -> dict[str, list]:
+    """Every written row's columns, by name (shards in any order)."""
+    paths = sorted(glob.glob(str(out / "part*")))
+    if output_format == "parquet":
+        table = pa.concat_tables(pq.read_table(p) for p in paths)
+        return {name: table[name].to_pylist() for name in table.column_names}
+    if output_format == "csv":
+        types = {"id": pa.string(), "label": pa.int64(), "w": pa.float64()}
+        options = pa_csv.ConvertOptions(
+            column_types=types,
+            null_values=[""],  # `nan` is a number here
+            strings_can_be_null=False,
+        )
+        table = pa.concat_tables(
+            pa_csv.read_csv(p, convert_options=options) for p in paths
+        )
+        return {name: table[name].to_pylist() for name in table.column_names}
+    rows: dict[str, list] = {}
+    for record in tf.data.TFRecordDataset(paths, "GZIP"):
+        example = tf.train.Example.FromString(record.numpy())
+        for name, feature in example.features.feature.items():
+            kind = feature.WhichOneof("kind")
+            values = list(getattr(feature, kind).value)
+            if name == "id":
+                values = [v.decode() for v in values]
+            rows.setdefault(name, []).append(values[0] if values else None)
+    return rows
+
+
+@pytest.mark.parametrize("output_format", ["parquet", "csv", "tfrecord"])
+@pytest.mark.parametrize("input_format", ["csv", "parquet"])
+def test_kept_columns_ride_with_their_rows(setup, input_format, output_format):
+    root, table, expected = setup
+    out = root / f"out-{input_format}-{output_format}"
+    data = str(root / f"in-*.{input_format}")
+    result = run_transform(root / "artifacts", data, out, output_format, keep=KEEP)
+    assert result["rows"] == ROWS
+    got = _read_rows(out, output_format)
+    if output_format != "tfrecord":  # a tf.Example's features are unordered
+        assert list(got)[: len(KEEP)] == KEEP
+    by_id = {value: i for i, value in enumerate(table["id"].to_pylist())}
+    assert sorted(got["id"]) == sorted(by_id)
+    order = [by_id[value] for value in got["id"]]
+    want_label = [table["label"][i].as_py() for i in order]
+    want_w = [table["w"][i].as_py() for i in order]
+    want_flag = [table["flag"][i].as_py() for i in order]
+    if output_format == "tfrecord":
+        # A tf.Example holds float32 and int64: the weight rounded, the flag
+        # 0/1.
+        want_w = [float(np.float32(v)) for v in want_w]
+        want_flag = [int(v) for v in want_flag]
+    assert got["label"] == want_label
+    assert got["flag"] == want_flag
+    np.testing.assert_array_equal(np.array(got["w"]), np.array(want_w))  # NaN too
+    # The transformed feature is the one of its own row.
+    np.testing.assert_allclose(got["x"], expected["x"][order], rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(got["x__missing"], expected["x__missing"][order])
+
+
+def test_kept_columns_with_two_workers(setup, tmp_path):
+    root, table, expected = setup
+    flags = ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]
+    out = tmp_path / "out"
+    data = str(root / "in-*.parquet")
+    run_transform(root / "artifacts", data, out, "parquet", flags, keep=["id"])
+    got = _read_rows(out, "parquet")
+    by_id = {value: i for i, value in enumerate(table["id"].to_pylist())}
+    order = [by_id[value] for value in got["id"]]
+    assert sorted(order) == list(range(ROWS))
+    np.testing.assert_allclose(got["x"], expected["x"][order], rtol=1e-6, atol=1e-7)
+
+
+def test_run_keeps_columns_on_the_command_line(setup, tmp_path, capsys):
+    root, table, _ = setup
+    (tmp_path / "c.yaml").write_text("features:\n  x: {indicators: [missing]}\n")
+    argv = ["run", "--config", str(tmp_path / "c.yaml"), "--data"]
+    argv += [str(root / "in-*.csv"), "--output", str(tmp_path / "a")]
+    assert main([*argv, "--keep", "id", "--keep", "label", "--quiet"]) == EXIT_OK
+    rows = pq.read_table(tmp_path / "a" / "rows")
+    assert rows.column_names == ["id", "label", "x", "x__missing"]
+    kept = dict(zip(rows["id"].to_pylist(), rows["label"].to_pylist(), strict=True))
+    assert kept == dict(
+        zip(table["id"].to_pylist(), table["label"].to_pylist(), strict=True)
+    )
+
+
+def test_a_kept_column_missing_from_a_file_is_named(setup, tmp_path):
+    root, _, _ = setup
+    for fmt, where in (("csv", "header"), ("parquet", "file")):
+        with pytest.raises(
+            DataError,
+            match=rf"in-0\.{fmt}: --keep `lable`: not in the {where} \(did you "
+            r"mean `label`\?\)",
+        ):
+            run_transform(
+                root / "artifacts", str(root / f"in-*.{fmt}"), tmp_path / "o",
+                keep=["lable"],
+            )  # fmt: skip
+        assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    ("keep", "match"),
+    [
+        (["x"], r"--keep `x`: the config reads or writes a column of that name"),
+        (["x__missing"], r"--keep `x__missing`: the config reads or writes"),
+        (["id", "id"], r"--keep `id`: given twice"),
+    ],
+)
+def test_a_kept_name_the_config_takes_is_refused(setup, tmp_path, keep, match):
+    root, _, _ = setup
+    with pytest.raises(ConfigError, match=match):
+        run_transform(
+            root / "artifacts", str(root / "in-0.csv"), tmp_path / "o", keep=keep
+        )
+    assert not (tmp_path / "o").exists()
+
+
+def test_tfrecord_input_with_kept_columns_says_what_to_do(setup, tmp_path):
+    root, table, _ = setup
+    path = tmp_path / "in.tfrecord"
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for x in table["x"].to_pylist()[:5]:
+            example = tf.train.Example()
+            example.features.feature["x"].float_list.value.append(x)
+            writer.write(example.SerializeToString())
+    with pytest.raises(DataError, match=r"--keep reads CSV and Parquet input; .*"
+                       r"Convert the rows to Parquet"):  # fmt: skip
+        run_transform(root / "artifacts", str(path), tmp_path / "o", keep=["id"])
+
+
+def test_a_csv_cell_that_does_not_fit_the_inferred_type_is_named(
+    setup, tmp_path, monkeypatch
+):
+    """The type comes from the first block: here, a small one of integers;
+    row 300's text does not fit it."""
+    root, _, _ = setup
+    lines = ["x,label"] + [f"{i}.5,{i}" for i in range(400)]
+    lines[300] = "1.5,A12"
+    path = tmp_path / "late.csv"
+    path.write_text("\n".join(lines) + "\n")
+    monkeypatch.setattr(csv_reader, "DEFAULT_BLOCK_SIZE", 1024)
+    with pytest.raises(
+        DataError,
+        match=r"late\.csv: row 300: column `label` \(--keep\): 'A12' is not of "
+        r"type int64, which Arrow inferred from the first rows of the first file",
+    ):
+        run_transform(root / "artifacts", str(path), tmp_path / "o", keep=["label"])
+    assert not (tmp_path / "o").exists()
+
+
+def test_files_must_agree_on_a_kept_columns_type(setup, tmp_path):
+    root, _, _ = setup
+    x = pa.array([1.0, 2.0], pa.float32())
+    pq.write_table(pa.table({"x": x, "k": [1, 2]}), tmp_path / "a.parquet")
+    pq.write_table(pa.table({"x": x, "k": [0.5, 2.5]}), tmp_path / "b.parquet")
+    pq.write_table(pa.table({"x": x, "k": ["p", "q"]}), tmp_path / "c.parquet")
+    now = datetime.datetime(2026, 11, 30)
+    pq.write_table(pa.table({"x": x, "k": [now, now]}), tmp_path / "d.parquet")
+    # Integers and floats meet as float64.
+    run_transform(root / "artifacts", str(tmp_path / "[ab].parquet"),
+                  tmp_path / "ab", keep=["k"])  # fmt: skip
+    rows = pq.read_table(tmp_path / "ab")
+    assert rows.schema.field("k").type == pa.float64()
+    assert sorted(rows["k"].to_pylist()) == [0.5, 1.0, 2.0, 2.5]
+    with pytest.raises(
+        DataError,
+        match=r"c\.parquet: --keep `k`: the column has type string here but "
+        r"double in \S*b\.parquet",
+    ):
+        run_transform(root / "artifacts", str(tmp_path / "[bc].parquet"),
+                      tmp_path / "bc", keep=["k"])  # fmt: skip
+    with pytest.raises(DataError, match=r"d\.parquet: --keep `k`: the column has "
+                       r"type timestamp\[us\]; kept columns are integers"):  # fmt: skip
+        run_transform(root / "artifacts", str(tmp_path / "d.parquet"),
+                      tmp_path / "d", keep=["k"])  # fmt: skip
+
+
+def test_analyze_alone_keeps_nothing(setup, tmp_path):
+    root, _, _ = setup
+    with pytest.raises(ConfigError, match=r"kept columns are for the transformed"):
+        run_analyze(CONFIG, str(root / "in-0.csv"), tmp_path / "a", keep=["id"])
