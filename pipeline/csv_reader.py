@@ -207,6 +207,38 @@ def _check_columns(path: str, header: list[str], config: Config) -> None:
             )
 
 
+def _arrow_reader(
+    path: str,
+    header: list[str],
+    block_size: int,
+    include: list[str],
+    column_types: dict[str, pa.DataType] | None = None,
+) -> pa_csv.CSVStreamingReader:
+    """Arrow's streaming reader of the columns `include`, of `column_types`
+    (inferred from the first block if not given); an empty cell is null but
+    in a text column, where it is empty text."""
+    return pa_csv.open_csv(
+        _open_for_arrow(path),
+        # Our names (stripped) instead of the header row: Arrow matches
+        # `include_columns` against the names exactly.
+        read_options=pa_csv.ReadOptions(
+            block_size=block_size,
+            column_names=header,
+            skip_rows=1,
+            # One thread (`read_ahead`'s): Arrow's threads took 6.7 s of
+            # CPU against 4.7 s for 10M rows x 10 columns, in the same
+            # 4.5 s, CPU the analysis's own work uses.
+            use_threads=False,
+        ),
+        convert_options=pa_csv.ConvertOptions(
+            include_columns=include,
+            column_types=column_types,
+            null_values=[""],
+            strings_can_be_null=False,
+        ),
+    )
+
+
 def _check_kept(path: str, header: list[str], keep: Sequence[str]) -> None:
     absent = [name for name in keep if name not in header]
     if absent:
@@ -231,20 +263,7 @@ def kept_csv_types(
     if not infer:
         return {}
     try:
-        reader = pa_csv.open_csv(
-            _open_for_arrow(path),
-            read_options=pa_csv.ReadOptions(
-                block_size=DEFAULT_BLOCK_SIZE,
-                column_names=header,
-                skip_rows=1,
-                use_threads=False,
-            ),
-            convert_options=pa_csv.ConvertOptions(
-                include_columns=list(keep),
-                null_values=[""],
-                strings_can_be_null=False,
-            ),
-        )
+        reader = _arrow_reader(path, header, DEFAULT_BLOCK_SIZE, list(keep))
         schema = reader.schema
         reader.close()
     except (pa.ArrowException, UnicodeDecodeError, *_STREAM_ERRORS) as error:
@@ -315,25 +334,8 @@ def _parse_batches(
     schema = arrow_schema(config)
     first_row = 1  # data rows are numbered from 1, the header is row 0
     try:
-        reader = pa_csv.open_csv(
-            _open_for_arrow(path),
-            # Our names (stripped) instead of the header row: Arrow matches
-            # `include_columns` against the names exactly.
-            read_options=pa_csv.ReadOptions(
-                block_size=block_size,
-                column_names=header,
-                skip_rows=1,
-                # One thread (`read_ahead`'s): Arrow's threads took 6.7 s of
-                # CPU against 4.7 s for 10M rows x 10 columns, in the same
-                # 4.5 s, CPU the analysis's own work uses.
-                use_threads=False,
-            ),
-            convert_options=pa_csv.ConvertOptions(
-                include_columns=list(column_types),
-                column_types=column_types,
-                null_values=[""],
-                strings_can_be_null=False,
-            ),
+        reader = _arrow_reader(
+            path, header, block_size, list(column_types), column_types
         )
         for batch in reader:
             arrays = [
