@@ -112,6 +112,28 @@ def _open_bytes(path: str) -> Iterator[io.BufferedIOBase]:
             yield unzipped
 
 
+class _Chunks:
+    """A gzip file's decompressed bytes (`gunzipped_chunks`) as a stream whose
+    `read` returns what a chunk has left: the bytes before a cut come out
+    before its error (`gzip.GzipFile` drops the read that meets it)."""
+
+    def __init__(self, path: str):
+        self._chunks = gunzipped_chunks(path)
+        self._left = b""
+
+    def read(self, size: int) -> bytes:
+        while not self._left:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return b""
+            self._left = chunk
+        data, self._left = self._left[:size], self._left[size:]
+        return data
+
+    def close(self) -> None:
+        self._chunks.close()  # closes the file
+
+
 def _first_line(path: str, handle, want_rows: bool) -> tuple[bytes, bool]:
     """The first line of `handle` (at most `MAX_HEADER_BYTES`, without its
     line end) and, with `want_rows`, whether any non-blank byte follows it."""
@@ -145,8 +167,14 @@ def _read_header(path: str, want_rows: bool = False) -> tuple[list[str], bool]:
         UTF-8, or a gzip file is corrupt.
     """
     try:
-        with _open_bytes(path) as handle:
-            line, has_rows = _first_line(path, handle, want_rows)
+        if is_gzip(path):
+            # Every byte before a cut, then the error: a file cut after its
+            # header is read up to the cut (`_rows_before_stream_error`).
+            with contextlib.closing(_Chunks(path)) as chunks:
+                line, has_rows = _first_line(path, chunks, want_rows)
+        else:
+            with _open_bytes(path) as handle:
+                line, has_rows = _first_line(path, handle, want_rows)
     except _STREAM_ERRORS as error:
         raise DataError(
             f"{path}: cannot read the header (a corrupt gzip file?): {one_line(error)}"
@@ -190,7 +218,8 @@ def _check_columns(path: str, header: list[str], config: Config) -> None:
         if absent:
             shown = ", ".join(header[:12]) + (", ..." if len(header) > 12 else "")
             hint = closest_column(absent, header)
-            if not hint and all(_parses(c, pa.float64()) for c in header if c):
+            numbers = [c for c in header if c]
+            if not hint and _first_unconvertible(numbers, pa.float64()) is None:
                 hint = ". The first row must be a header naming the columns"
             raise DataError(
                 f"{path}: feature `{name}`: column(s) {absent} not in the "
@@ -381,6 +410,8 @@ def _explain(
         kind = "gzip-compressed CSV" if is_gzip(path) else "CSV"
         rows = _rows_before_stream_error(path)
         where = f"at least {first_row - 1}" if rows is None else str(rows)
+        if rows is not None and rows < first_row - 1:  # see its docstring
+            where = str(first_row - 1)
         return DataError(
             f"{path}: cannot read the {kind} file after {where} row(s) "
             f"(truncated or corrupt?): {one_line(error)}"
@@ -391,45 +422,50 @@ def _explain(
     return DataError(f"{path}: {_explain_arrow_error(message, column_types)}")
 
 
-def _parses(cell: str, dtype: pa.DataType) -> bool:
-    """Whether Arrow converts `cell` to `dtype` (an integer: within int64).
-
-    Python's `float` and `int` take more than Arrow does: digit-group
-    underscores (`1_000`) and digits of other scripts; Arrow takes an
-    unsigned hexadecimal integer (`0x1f`, up to 64 bits), which `int` does
-    not. Spaces around a number are read by both; a cell of spaces only is
-    neither empty nor a number. A leading `+` depends on Arrow's version
-    (pyarrow 10 refuses `+1` for a float, 23 reads it): Arrow is asked."""
-    if cell == "" or pa.types.is_string(dtype):  # text: any cell
-        return True
-    text = cell.strip()
-    if not (pa.types.is_integer(dtype) or pa.types.is_floating(dtype)):
-        return _arrow_parses(text, dtype)  # a kept column's boolean
-    if not text.isascii() or "_" in text:
-        return False
-    if text.startswith("+"):
-        return _arrow_parses(text, dtype)
-    try:
-        if pa.types.is_integer(dtype):
-            if text[:2] in ("0x", "0X"):  # its 64 bits, as Arrow reads it
-                return 0 <= int(text, 16) < 2**64
-            return -(2**63) <= int(text) < 2**63
-        float(text)
-    except ValueError:
-        return False
-    return True
+# Rows of cells the bad-cell finder hands Arrow at a time (`_first_unconvertible`).
+_CHECK_ROWS = 4096
 
 
-def _arrow_parses(text: str, dtype: pa.DataType) -> bool:
-    """Whether Arrow's CSV reader converts the one cell `text` to `dtype`."""
+def _csv_field(cell: str) -> str:
+    """`cell` as one CSV field that Arrow reads back as the same text: as it
+    is, or quoted when it holds a quote, comma or line end, or is empty
+    (an empty line would be skipped)."""
+    if cell and not any(c in cell for c in '",\r\n'):
+        return cell
+    return '"' + cell.replace('"', '""') + '"'
+
+
+def _converts(cells: Sequence[str], dtype: pa.DataType) -> bool:
+    """Whether Arrow's CSV reader, with the options the job reads with,
+    converts every one of `cells` to `dtype`."""
+    text = "x\n" + "".join(_csv_field(cell) + "\n" for cell in cells)
     try:
         pa_csv.read_csv(
-            io.BytesIO(b"x\n" + text.encode() + b"\n"),
-            convert_options=pa_csv.ConvertOptions(column_types={"x": dtype}),
+            io.BytesIO(text.encode("utf-8", "surrogateescape")),
+            read_options=pa_csv.ReadOptions(use_threads=False),
+            convert_options=pa_csv.ConvertOptions(
+                column_types={"x": dtype}, null_values=[""], strings_can_be_null=False
+            ),
         )
     except pa.ArrowInvalid:
         return False
     return True
+
+
+def _first_unconvertible(cells: Sequence[str], dtype: pa.DataType) -> int | None:
+    """The index of the first of `cells` Arrow cannot convert to `dtype`, or
+    None: Arrow is the judge (its number syntax differs from Python's, and
+    between its versions), asked about the whole list, then about halves."""
+    if _converts(cells, dtype):
+        return None
+    low, high = 0, len(cells) - 1  # the first bad index is in [low, high]
+    while low < high:
+        middle = (low + high) // 2
+        if _converts(cells[: middle + 1], dtype):
+            low = middle + 1
+        else:
+            high = middle
+    return low
 
 
 def _not_utf8(cell: str) -> int | None:
@@ -445,9 +481,9 @@ def _locate_bad_cell(
     path: str, column_types: dict, first_row: int, kept: Sequence[str] = ()
 ) -> str | None:
     """Where and why a row cannot be read: the first configured cell that is
-    not UTF-8 or not a number, or a row of the wrong number of cells (only on
-    the error path), from row `first_row` on (Arrow read the rows before).
-    Rows are counted as Arrow does: blank lines are none."""
+    not UTF-8 or that Arrow does not convert, or a row of the wrong number of
+    cells (only on the error path), from row `first_row` on (Arrow read the
+    rows before). Rows are counted as Arrow does: blank lines are none."""
     try:
         with _open_bytes(path) as raw:
             text = io.TextIOWrapper(
@@ -460,6 +496,7 @@ def _locate_bad_cell(
                 for column in column_types
                 if column in header
             }
+            rows: list[tuple[int, list[str]]] = []
             row = 0
             for cells in reader:
                 if not cells:
@@ -467,61 +504,121 @@ def _locate_bad_cell(
                 row += 1
                 if row < first_row:
                     continue
-                if len(cells) != len(header):
-                    return (
-                        f"row {row}: holds {len(cells)} cell(s); the header has "
-                        f"{len(header)} columns"
-                    )
-                for column, position in positions.items():
-                    cell = cells[position]
-                    byte = _not_utf8(cell)
-                    if byte is not None:
-                        return (
-                            f"row {row}: column `{column}`: the cell is not UTF-8 "
-                            f"text (byte 0x{byte:02x}){_CELL_RULE}"
-                        )
-                    dtype = column_types[column]
-                    if column in kept and not _parses(cell, dtype):
-                        return (
-                            f"row {row}: column `{column}` ({FLAG}): "
-                            f"{one_line(repr(cell))} is not of type {dtype}, which "
-                            "Arrow inferred from the first rows of the first file; "
-                            "convert the column to one type"
-                        )
-                    if not _parses(cell, dtype):
-                        if not cell.strip():
-                            return (
-                                f"row {row}: column `{column}`: the cell holds only "
-                                "spaces; an empty one is a missing value"
-                            )
-                        kind = "integer" if pa.types.is_integer(dtype) else "number"
-                        return (
-                            f"row {row}: column `{column}`: {one_line(repr(cell))} "
-                            f"is not a valid {kind}{_CELL_RULE}"
-                        )
+                rows.append((row, cells))
+                if len(rows) == _CHECK_ROWS:
+                    found = _rows_problem(rows, header, positions, column_types, kept)
+                    if found is not None:
+                        return found
+                    rows = []
+            return _rows_problem(rows, header, positions, column_types, kept)
     except (csv.Error, *_STREAM_ERRORS):
         return None
-    return None
+
+
+def _rows_problem(
+    rows: list[tuple[int, list[str]]],
+    header: list[str],
+    positions: dict[str, int],
+    column_types: dict,
+    kept: Sequence[str],
+) -> str | None:
+    """The first problem in `rows` (numbered), as `_locate_bad_cell` says it."""
+    whole = len(rows)  # rows before the first of the wrong shape or bytes
+    shape_problem = None
+    for index, (row, cells) in enumerate(rows):
+        if len(cells) != len(header):
+            whole, shape_problem = (
+                index,
+                (
+                    f"row {row}: holds {len(cells)} cell(s); the header has "
+                    f"{len(header)} columns"
+                ),
+            )
+            break
+        for column, position in positions.items():
+            byte = _not_utf8(cells[position])
+            if byte is not None:
+                shape_problem = (
+                    f"row {row}: column `{column}`: the cell is not UTF-8 "
+                    f"text (byte 0x{byte:02x}){_CELL_RULE}"
+                )
+                break
+        if shape_problem is not None:
+            whole = index
+            break
+    first: tuple[int, str] | None = None  # (index, column)
+    for column, position in positions.items():
+        # Up to the row found in an earlier column, which wins a tie.
+        end = whole if first is None else first[0]
+        values = [cells[position] for _, cells in rows[:end]]
+        index = _first_unconvertible(values, column_types[column]) if values else None
+        if index is not None:
+            first = (index, column)
+    if first is None:
+        return shape_problem
+    index, column = first
+    row, cell = rows[index][0], rows[index][1][positions[column]]
+    dtype = column_types[column]
+    if column in kept:
+        return (
+            f"row {row}: column `{column}` ({FLAG}): {one_line(repr(cell))} is not "
+            f"of type {dtype}, which Arrow inferred from the first rows of the first "
+            "file; convert the column to one type"
+        )
+    if not cell.strip(" \t"):
+        return (
+            f"row {row}: column `{column}`: the cell holds only blanks (spaces or "
+            "tabs); an empty one is a missing value"
+        )
+    kind = "integer" if pa.types.is_integer(dtype) else "number"
+    return (
+        f"row {row}: column `{column}`: {one_line(repr(cell))} is not a valid "
+        f"{kind}{_CELL_RULE}"
+    )
 
 
 def _rows_before_stream_error(path: str) -> int | None:
-    """The rows before the point where reading `path` fails: the line ends
-    before it, less the header's. Arrow fails a whole block at a time, so
-    the rows it parsed can be far fewer (none, in a file shorter than a
-    block). None if the file reads to its end this time, or past `limit`
-    decompressed bytes, `RESCAN_LIMIT_BYTES` (the caller then gives its lower
-    bound). A quoted cell holding a line end would count as two rows."""
-    ends, read = 0, 0
+    """The rows before the point where reading `path` fails, counted as
+    Arrow counts them: lines ended by LF, CR or CRLF, blank ones skipped,
+    less the header. Arrow fails a whole block at a time, so the rows it
+    parsed can be far fewer (none, in a file shorter than a block). None if
+    the file reads to its end this time, or past `RESCAN_LIMIT_BYTES`
+    decompressed bytes (the caller then gives its lower bound). A quoted
+    cell holding a line end counts as two rows (the callers take the larger
+    of this and the rows Arrow read)."""
+    lines = _LineCount()
     try:
         chunks = gunzipped_chunks(path) if is_gzip(path) else _plain_chunks(path)
         for chunk in chunks:
-            ends += chunk.count(b"\n")
-            read += len(chunk)
-            if read > RESCAN_LIMIT_BYTES:
+            lines.add(chunk)
+            if lines.read > RESCAN_LIMIT_BYTES:
                 return None
     except _STREAM_ERRORS:
-        return max(ends - 1, 0)
+        return max(lines.count - 1, 0)
     return None
+
+
+class _LineCount:
+    """Counts the non-blank lines of a byte stream, chunk by chunk. A line
+    ends at LF or CR; the empty "line" between the CR and LF of a CRLF is
+    blank, as every blank line is, and is not counted."""
+
+    def __init__(self) -> None:
+        self.count = 0  # complete non-blank lines
+        self.read = 0
+        self._open = False  # the current line holds a byte
+
+    def add(self, chunk: bytes) -> None:
+        self.read += len(chunk)
+        data = np.frombuffer(chunk, np.uint8)
+        ends = np.flatnonzero((data == ord("\n")) | (data == ord("\r")))
+        if ends.size == 0:
+            self._open = self._open or len(chunk) > 0
+            return
+        lengths = np.diff(ends, prepend=-1) - 1
+        lengths[0] += int(self._open)  # its line began in an earlier chunk
+        self.count += int(np.count_nonzero(lengths > 0))
+        self._open = int(ends[-1]) < len(chunk) - 1
 
 
 def _plain_chunks(path: str) -> Iterator[bytes]:
