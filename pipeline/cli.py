@@ -432,14 +432,15 @@ def _run(args: argparse.Namespace, beam_args: list[str], started: float) -> int:
             max_missing_increase=args.max_missing_increase,
             max_drift=args.max_drift,
         )
-        print(json.dumps(result.to_json(), indent=2) if args.json else result.table())
-        if args.html is not None:
+        if args.html is not None:  # before printing: a closed stdout stops that
             from tanhguard.pipeline.html_report import write_check_report
 
             logger.info("check report: %s", write_check_report(result, args.html))
         failed = result.failed
         if failed:
             logger.warning("check failed: %s", ", ".join(failed))
+        print(json.dumps(result.to_json(), indent=2) if args.json else result.table())
+        if failed:
             return EXIT_ERROR
     elif args.command == "report":
         from tanhguard.pipeline.html_report import run_report_command

@@ -64,6 +64,10 @@ from tanhguard.transforms.config import Config
 
 logger = logging.getLogger(__name__)
 
+# Files a directory given as --data may hold beside the data (a config kept
+# with it), which no reader reads: left out of the directory's files.
+CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
+
 # The format of a file whose content cannot tell (an empty file).
 _SUFFIXES = {
     ".csv": "csv",
@@ -219,7 +223,8 @@ def expand_pattern(pattern: str, exclude: Sequence[str | Path] = ()) -> list[str
     directories it matches are left out), or a directory: every regular file
     directly in it (not in its subdirectories, nor a device or pipe) but the
     hidden ones, whose names begin with `.` or `_` (`_SUCCESS`,
-    `.part-0.crc`), as a Spark or Beam job's output directory holds them. A
+    `.part-0.crc`), as a Spark or Beam job's output directory holds them, and
+    the configs (`CONFIG_SUFFIXES`: YAML or JSON, never data here). A
     file named or globbed must be a regular file (or a link to one): a device
     or pipe (`/dev/zero`, `/dev/stdin`, a FIFO) may never end, and every pass
     reads the files again. A directory's or a glob's files that are the same
@@ -232,10 +237,14 @@ def expand_pattern(pattern: str, exclude: Sequence[str | Path] = ()) -> list[str
     """
     if fs.isdir(pattern):
         names = sorted(fs.listdir(pattern))
+        for name in names:
+            if name.lower().endswith(CONFIG_SUFFIXES):
+                logger.info("%s: a config file, left out of the data", name)
         files = [
             os.path.join(pattern, name.rstrip("/"))
             for name in names
             if not name.startswith((".", "_"))
+            and not name.lower().endswith(CONFIG_SUFFIXES)
         ]
         files = [
             path for path in files if not fs.isdir(path) and _not_regular(path) is None
@@ -243,7 +252,8 @@ def expand_pattern(pattern: str, exclude: Sequence[str | Path] = ()) -> list[str
         if not files:
             raise DataError(
                 f"{pattern}: the directory holds no data file (its subdirectories, "
-                "hidden files, named `.*` or `_*`, and devices or pipes are left out)"
+                "hidden files, named `.*` or `_*`, YAML and JSON files, and devices "
+                "or pipes are left out)"
             )
     else:
         files = [path for path in fs.glob(pattern) if not fs.isdir(path)]

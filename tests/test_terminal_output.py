@@ -51,13 +51,19 @@ def test_analyze_prints_only_tanhguards_lines_on_stderr(small_job):
     [
         ["config-schema"],
         ["analyze", "--config", "c.yaml", "--data", "d.csv", "--output", "a"],
+        ["check", "--artifacts", "a", "--data", "d.csv", "--html", "r.html"],
     ],
-    ids=["config-schema", "analyze"],
+    ids=["config-schema", "analyze", "check --html"],
 )
 def test_a_closed_standard_output_ends_the_command_as_sigpipe_quietly(small_job, argv):
     """`tanhguard ... | head -1`: once the reader has gone, the command ends
     as `cat` does there (128 + SIGPIPE), with nothing on stderr but its
-    progress; analyze's artifacts, published before the summary, are whole."""
+    progress; analyze's artifacts and check's page, written before anything
+    is printed, are whole."""
+    if argv[0] == "check":
+        analyze = ["analyze", "--config", str(small_job / "c.yaml"), "--quiet"]
+        analyze += ["--data", str(small_job / "d.csv"), "--output"]
+        assert main([*analyze, str(small_job / "a")]) == 0
     read, write = os.pipe()
     os.close(read)  # every write to standard output fails with EPIPE
     try:
@@ -76,6 +82,9 @@ def test_a_closed_standard_output_ends_the_command_as_sigpipe_quietly(small_job,
     if argv[0] == "analyze":
         for name in ("stats.json", "report.html", "transform_fn/saved_model.pb"):
             assert (small_job / "a" / name).is_file()
+    if argv[0] == "check":
+        page = (small_job / "r.html").read_text()
+        assert page.rstrip().endswith("</html>")
 
 
 def test_the_summary_lists_every_warning_the_report_lists(tmp_path, capsys):
