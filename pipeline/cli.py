@@ -478,9 +478,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from tanhguard.pipeline.beam_flags import unknown_beam_flags
 
         unknown = [
-            # A flag of another command is no typo: no "did you mean" for it.
+            # A flag of another command is no typo, nor is a flag's value:
+            # no "did you mean" for them.
             item.split(" (")[0]
-            if _other_commands_flag(item.split(" (")[0], args.command)
+            if not item.startswith("-")
+            or _other_commands_flag(item.split(" (")[0], args.command)
             else item
             for item in unknown_beam_flags(beam_args, _command_flags(args.command))
         ]

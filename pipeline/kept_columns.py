@@ -6,18 +6,19 @@ beside them, row for row, in the same record batches (after the features),
 and come first in the output rows. Their types are settled before the job
 starts (`kept_schema`), so that every output shard has one schema:
 
-- Parquet: the column's own type;
-- CSV: the type Arrow infers from the first block (4 MiB) of the first file,
-  text when those rows hold no value; a later cell that does not fit it is
-  an error naming its row;
+- CSV: text, each cell's as it is (a CSV names no types, and a guess would
+  change ids: `00042` -> 42, 20-digit ids -> one float); an empty cell is
+  missing;
+- Parquet: the column's values, as int64 for any integer type, float64 for
+  any float type, bool, or text (a dictionary column: its values' type); a
+  file whose column is all null takes the other files' type;
 - TFRecord input is not read with kept columns (a `tf.Example` names no
   column types); in TFX, the module's `passthrough` carries them.
 
-Every file must agree (integers and floats meet as float64). The types kept
-are integers (as int64), floats (float64), booleans and text. A `tf.Example`
+Every file must agree (integers and floats meet as float64). A `tf.Example`
 holds int64, float32 and bytes lists: in TFRecord output a boolean becomes
-0 or 1, a float64 is rounded to float32, text is UTF-8 bytes; an empty cell
-is an empty list.
+0 or 1, a float64 is rounded to float32 (beyond its range, +-inf), text is
+UTF-8 bytes; a missing value is an empty list.
 """
 
 from __future__ import annotations
@@ -71,9 +72,11 @@ def check_kept_names(keep: Sequence[str], config: Config) -> None:
 
 def kept_type(kind: pa.DataType) -> pa.DataType | None:
     """The type a kept column of Arrow type `kind` gets, or None if kept
-    columns cannot have it."""
+    columns cannot have it (`null`: a column with no value, any type)."""
     if pa.types.is_null(kind):
-        return pa.string()
+        return pa.null()
+    if pa.types.is_dictionary(kind):
+        return kept_type(kind.value_type)
     if pa.types.is_integer(kind):
         return pa.int64()
     if pa.types.is_floating(kind):
@@ -104,11 +107,11 @@ def merge_types(
                 f"{path}: {FLAG} `{name}`: the column has type {kind}; kept "
                 "columns are integers, floats, booleans or text"
             )
-        if name not in found:
+        if name not in found or pa.types.is_null(found[name][1]):
             found[name] = (path, kept)
             continue
         first_path, before = found[name]
-        if before == kept:
+        if before == kept or pa.types.is_null(kept):
             continue
         numbers = {before, kept} == {pa.int64(), pa.float64()}
         if numbers:
@@ -120,16 +123,39 @@ def merge_types(
         )
 
 
+def schema_of(found: dict[str, tuple[str, pa.DataType]], keep: Sequence[str]):
+    """The kept columns' schema from `merge_types`' types (all null: text)."""
+    fields = []
+    for name in keep:
+        kind = found[name][1]
+        fields.append(pa.field(name, pa.string() if pa.types.is_null(kind) else kind))
+    return pa.schema(fields)
+
+
 def with_kept(
-    batch: pa.RecordBatch, kept: Sequence[pa.Array], keep: pa.Schema | None
+    batch: pa.RecordBatch,
+    kept: Sequence[pa.Array],
+    keep: pa.Schema | None,
+    where: str = "",
 ) -> pa.RecordBatch:
     """`batch` with the kept columns `kept` after its own, as `keep` types
-    them."""
+    them (`where`: the file and rows, for the error).
+
+    Raises:
+      DataError: a value does not fit the type (an unsigned integer above
+        int64's maximum).
+    """
     if keep is None:
         return batch
     arrays = list(batch.columns)
     fields = list(batch.schema)
     for field, column in zip(keep, kept, strict=True):
-        arrays.append(column if column.type == field.type else column.cast(field.type))
+        if column.type != field.type:
+            try:
+                column = column.cast(field.type)
+            except pa.ArrowInvalid as error:
+                message = " ".join(str(error).split())
+                raise DataError(f"{where}: {FLAG} `{field.name}`: {message}") from None
+        arrays.append(column)
         fields.append(field)
     return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))

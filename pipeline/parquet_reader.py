@@ -179,7 +179,8 @@ def read_parquet_batches(
             conformed = conform(path, decoded, config, "row", first_row, from_file)
             if keep is not None:
                 kept = [batch.column(name) for name in keep.names]
-                conformed = with_kept(conformed, kept, keep)
+                where = f"{path}: rows from {first_row}"
+                conformed = with_kept(conformed, kept, keep, where)
             yield conformed
             first_row += batch.num_rows
     except (pa.ArrowException, OSError) as error:

@@ -48,7 +48,12 @@ from tanhguard.pipeline.csv_reader import (
     read_csv_batches,
 )
 from tanhguard.pipeline.formats import FORMATS
-from tanhguard.pipeline.kept_columns import FLAG, check_kept_names, merge_types
+from tanhguard.pipeline.kept_columns import (
+    FLAG,
+    check_kept_names,
+    merge_types,
+    schema_of,
+)
 from tanhguard.pipeline.parquet_reader import (
     check_parquet,
     kept_parquet_types,
@@ -333,13 +338,11 @@ def kept_schema(
     found: dict[str, tuple[str, pa.DataType]] = {}
     for path in files:
         if fmt == "csv":
-            # The first file's first block settles a CSV's types: the reader
-            # then converts every block to them.
-            types = kept_csv_types(path, keep, infer=not found)
+            types = kept_csv_types(path, keep)
         else:
             types = kept_parquet_types(path, keep)
         merge_types(found, path, types)
-    return pa.schema([pa.field(name, found[name][1]) for name in keep])
+    return schema_of(found, keep)
 
 
 def read_batches(

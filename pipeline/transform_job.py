@@ -215,14 +215,17 @@ def _kept_cell(value: Any) -> str:
 
 
 def _csv_header(schema: pa.Schema, config: Config) -> str:
+    """The CSV output's header: a vector output (the feature's, or one of its
+    indicators) as `name_0` ... `name_{d-1}`, as its rows spell it; names
+    quoted as cells are."""
     names = []
     for field in schema:
-        feature = config.features.get(field.name)
-        if feature is not None and feature.is_vector:
-            names += [f"{field.name}_{i}" for i in range(feature.size)]
+        if pa.types.is_list(field.type):
+            size = config.features[field.name.split("__")[0]].size
+            names += [f"{field.name}_{i}" for i in range(size)]
         else:
             names.append(field.name)
-    return ",".join(names)
+    return ",".join(_kept_cell(name) for name in names)
 
 
 def examples_from_batch(batch: pa.RecordBatch, encoder_schema) -> list[bytes]:

@@ -356,3 +356,22 @@ def test_graph_inputs_are_the_tensors_tft_builds():
                 g, w = getattr(got[key], part), getattr(want[key], part)
                 assert g.dtype == w.dtype, (key, part)
                 np.testing.assert_array_equal(g.numpy(), w.numpy(), err_msg=key)
+
+
+def test_csv_output_names_every_cell_of_a_vectors_indicator(tmp_path):
+    """A vector's indicator is d cells a row, as the vector is: the header
+    names each (`v__missing_0` ...), so the file reads back whole."""
+    config = parse_config(
+        {"features": {"v": {"shape": [3], "indicators": ["missing", "clipped"]}}}
+    )
+    path = tmp_path / "in.csv"
+    path.write_text("v_0,v_1,v_2\n1,2,3\n,5,\n7,8,900\n")
+    run_analyze(config, str(path), tmp_path / "artifacts")
+    out = tmp_path / "rows"
+    run_transform(tmp_path / "artifacts", str(path), out, "csv")
+    table = pa_csv.read_csv(next(out.glob("part*")))
+    names = [f"{output}_{i}" for output in ("v", "v__missing", "v__clipped")
+             for i in range(3)]  # fmt: skip
+    assert table.column_names == names and table.num_rows == 3
+    missing = np.array([table[f"v__missing_{i}"].to_pylist() for i in range(3)]).T
+    np.testing.assert_array_equal(missing, [[0, 0, 0], [1, 0, 1], [0, 0, 0]])
