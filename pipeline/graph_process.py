@@ -33,9 +33,11 @@ import logging
 import os
 import pickle
 import posixpath
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 import traceback
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
@@ -238,6 +240,8 @@ class GraphProcess:
             stdout.close()
         status = self._process.wait()
         if status != 0 or self._result != _SAVED:
+            if -status in _GROUP_SIGNALS:
+                _let_our_signal_in()
             raise OutputError(f"saving the transform graph failed: {self._why(status)}")
 
     def _why(self, status: int) -> str:
@@ -375,6 +379,28 @@ def _main() -> None:
     # The files are closed; TensorFlow's teardown would add 1-3 s that the
     # driver waits for.
     os._exit(status)
+
+
+# Signals that reach a whole process group (Ctrl-C at a terminal, `kill` of
+# the group): a child stopped by one was most likely stopped with its driver.
+_GROUP_SIGNALS = {
+    getattr(signal, name)
+    for name in ("SIGINT", "SIGTERM", "SIGHUP")
+    if hasattr(signal, name)
+}
+# How long the driver waits for its own share of such a signal, which the
+# kernel may deliver a little after the child's death was seen.
+_SIGNAL_GRACE_SECONDS = 0.5
+
+
+def _let_our_signal_in() -> None:
+    """Sleeps up to `_SIGNAL_GRACE_SECONDS` in small steps, so that a signal
+    sent to the whole group reaches this process's handler (which raises,
+    `output_dir.handle_termination`) before the child's death is reported
+    as a failure of its own."""
+    deadline = time.monotonic() + _SIGNAL_GRACE_SECONDS
+    while time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 # The child's command: `python -c`, without the current directory on its

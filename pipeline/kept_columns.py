@@ -37,17 +37,17 @@ FLAG = "--keep"
 
 def taken_names(config: Config) -> set[str]:
     """Names a kept column must not have: the features', their source and
-    CSV columns', and every output column's (CSV output splits a vector into
-    `name_0` ... too)."""
+    CSV columns', and every output column's (CSV output spells a vector
+    output's cells `name_0` ..., `name__missing_0` ... too)."""
     names = set(config.features)
-    for name, feature in config.features.items():
+    for name in config.features:
         names.add(config.source_column(name))
         names.update(config.csv_columns(name))
-        if feature.is_vector:
-            names.update(f"{name}_{i}" for i in range(feature.size))
-    names.update(config.model_matrix_names())
-    for name in config.features:
-        names.update(config.output_names(name))
+    for name, feature in config.features.items():
+        for output in config.output_names(name):
+            names.add(output)
+            if feature.is_vector:  # as CSV output spells its cells
+                names.update(f"{output}_{i}" for i in range(feature.size))
     return names
 
 

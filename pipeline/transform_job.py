@@ -54,10 +54,9 @@ def output_schema(config: Config, keep: pa.Schema | None = None) -> pa.Schema:
     """The kept columns (`kept_columns`), then float32 columns; a vector
     feature is a list of d float32."""
     fields = list(keep) if keep is not None else []
-    for name in config.model_matrix_names():
-        feature = config.features[name.split("__")[0]]
+    for name, feature in config.features.items():
         kind = pa.list_(pa.float32()) if feature.is_vector else pa.float32()
-        fields.append(pa.field(name, kind))
+        fields += [pa.field(output, kind) for output in config.output_names(name)]
     return pa.schema(fields)
 
 
@@ -218,11 +217,15 @@ def _csv_header(schema: pa.Schema, config: Config) -> str:
     """The CSV output's header: a vector output (the feature's, or one of its
     indicators) as `name_0` ... `name_{d-1}`, as its rows spell it; names
     quoted as cells are."""
+    sizes = {
+        output: feature.size
+        for name, feature in config.features.items()
+        for output in config.output_names(name)
+    }
     names = []
     for field in schema:
         if pa.types.is_list(field.type):
-            size = config.features[field.name.split("__")[0]].size
-            names += [f"{field.name}_{i}" for i in range(size)]
+            names += [f"{field.name}_{i}" for i in range(sizes[field.name])]
         else:
             names.append(field.name)
     return ",".join(_kept_cell(name) for name in names)

@@ -201,6 +201,22 @@ def test_a_kept_name_the_config_takes_is_refused(setup, tmp_path, keep, match):
     assert not (tmp_path / "o").exists()
 
 
+def test_a_kept_name_a_vector_output_cell_takes_is_refused(tmp_path):
+    """CSV output spells a vector's outputs cell by cell (`emb_0`,
+    `emb__missing_0`): a kept column may not have one of those names."""
+    config = parse_config(
+        {"features": {"emb": {"shape": [2], "indicators": ["missing"]}}}
+    )
+    path = tmp_path / "a.csv"
+    path.write_text("emb_0,emb_1,emb__missing_0\n1,1,a\n2,,b\n3,3,c\n")
+    run_analyze(config, str(path), tmp_path / "artifacts")
+    for name in ("emb_0", "emb__missing_0", "emb__missing"):
+        with pytest.raises(ConfigError, match=rf"--keep `{name}`: the config reads"):
+            run_transform(
+                tmp_path / "artifacts", str(path), tmp_path / "o", keep=[name]
+            )
+
+
 def test_tfrecord_input_with_kept_columns_says_what_to_do(setup, tmp_path):
     root, table, _ = setup
     path = tmp_path / "in.tfrecord"

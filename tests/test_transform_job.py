@@ -375,3 +375,21 @@ def test_csv_output_names_every_cell_of_a_vectors_indicator(tmp_path):
     assert table.column_names == names and table.num_rows == 3
     missing = np.array([table[f"v__missing_{i}"].to_pylist() for i in range(3)]).T
     np.testing.assert_array_equal(missing, [[0, 0, 0], [1, 0, 1], [0, 0, 0]])
+
+
+def test_a_feature_named_with_a_double_underscore_is_transformed(tmp_path):
+    """Outputs are looked up by name, not by splitting at `__` (a feature
+    `a__b` is no indicator of a feature `a`)."""
+    config = parse_config({"features": {"a__b": {"indicators": ["missing"]}}})
+    path = tmp_path / "in.csv"
+    path.write_text("a__b,other\n1,0\n,0\n3,0\n")  # row 2: missing
+    run_analyze(config, str(path), tmp_path / "artifacts")
+    for output_format in ("parquet", "csv"):
+        out = tmp_path / output_format
+        run_transform(tmp_path / "artifacts", str(path), out, output_format)
+        part = next(out.glob("part*"))
+        table = (
+            pq.read_table(part) if output_format == "parquet" else pa_csv.read_csv(part)
+        )
+        assert table.column_names == ["a__b", "a__b__missing"]
+        assert sorted(table["a__b__missing"].to_pylist()) == [0.0, 0.0, 1.0]
