@@ -11,7 +11,8 @@ starts (`kept_schema`), so that every output shard has one schema:
   missing;
 - Parquet: the column's values, as int64 for any integer type, float64 for
   any float type, bool, or text (a dictionary column: its values' type); a
-  file whose column is all null takes the other files' type;
+  column of Arrow's `null` type (pandas' all-None column) takes the other
+  files' type;
 - TFRecord input is not read with kept columns (a `tf.Example` names no
   column types); in TFX, the module's `passthrough` carries them.
 
