@@ -308,39 +308,47 @@ def _commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentPar
     return {}
 
 
+def _flags_of(parser: argparse.ArgumentParser) -> list[str]:
+    """The flags a parser takes, e.g. `--overwrite`."""
+    return [flag for action in parser._actions for flag in action.option_strings]
+
+
 def _command_flags(command: str) -> list[str]:
     """The flags of one subcommand, e.g. `--overwrite`."""
-    sub = _commands(_parser())[command]
-    return [flag for a in sub._actions for flag in a.option_strings]
+    return _flags_of(_commands(_parser())[command])
 
 
-def _other_commands_flag(argument: str, command: str) -> str:
+def _other_commands_flag(
+    argument: str, command: str, commands: dict[str, argparse.ArgumentParser]
+) -> str:
     """`; --output-format is a flag of `transform` and `run`` when `argument`
-    is a flag of other commands but not of `command`, else ""."""
+    is a flag of other commands (`commands`, by name) but not of `command`,
+    else ""."""
     flag = argument.split("=")[0]
-    owners = [
-        name
-        for name, sub in _commands(_parser()).items()
-        if name != command
-        and any(flag in action.option_strings for action in sub._actions)
-    ]
-    if not owners or flag in _command_flags(command):
+    if flag in _flags_of(commands[command]):
         return ""
-    names = [f"`{name}`" for name in owners]
-    listed = " and ".join([", ".join(names[:-1]), names[-1]] if names[1:] else names)
+    owners = [
+        f"`{name}`"
+        for name, sub in commands.items()
+        if name != command and flag in _flags_of(sub)
+    ]
+    if not owners:
+        return ""
+    *others, last = owners
+    listed = f"{', '.join(others)} and {last}" if others else last
     return f"; {flag} is a flag of {listed}, not of `{command}`"
 
 
-def _check_command_name(argv: Sequence[str]) -> None:
+def _check_command_name(argv: Sequence[str], parser: argparse.ArgumentParser) -> None:
     """A usage error with the closest command for a mistyped one (Python
     3.10 and 3.11's argparse suggests none)."""
     given = next((a for a in argv if not a.startswith("-")), None)
-    names = list(_commands(_parser()))
+    names = list(_commands(parser))
     if given is None or given in names or argv[0].startswith("-"):
         return
     close = difflib.get_close_matches(given, names, n=1)
     if close:
-        _parser().error(
+        parser.error(
             f"unknown command {given!r} (did you mean `{close[0]}`?); "
             f"commands: {', '.join(names)}"
         )
@@ -460,9 +468,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ...`, and exit status 1; a usage error exits 2 (argparse).
     """
     started = time.monotonic()  # the closing line's time: the whole command's
-    _check_command_name(sys.argv[1:] if argv is None else argv)
-    args, beam_args = _parser().parse_known_args(argv)
-    usage = _commands(_parser())[args.command]  # its errors show its usage
+    parser = _parser()
+    _check_command_name(sys.argv[1:] if argv is None else argv, parser)
+    args, beam_args = parser.parse_known_args(argv)
+    commands = _commands(parser)
+    usage = commands[args.command]  # its errors show its usage
     from tanhguard.pipeline.malloc import keep_freed_memory
     from tanhguard.pipeline.simd import prefer_avx2_sort
 
@@ -471,7 +481,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in KERAS_FREE_COMMANDS:
         os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     hint = _unquoted_glob_hint(args, beam_args)
-    other = "".join(_other_commands_flag(a, args.command) for a in beam_args)
+    other = "".join(_other_commands_flag(a, args.command, commands) for a in beam_args)
     if args.command not in BEAM_COMMANDS and beam_args:
         usage.error(f"unrecognized arguments: {' '.join(beam_args)}{other}{hint}")
     if beam_args:
@@ -482,9 +492,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             # no "did you mean" for them.
             item.split(" (")[0]
             if not item.startswith("-")
-            or _other_commands_flag(item.split(" (")[0], args.command)
+            or _other_commands_flag(item.split(" (")[0], args.command, commands)
             else item
-            for item in unknown_beam_flags(beam_args, _command_flags(args.command))
+            for item in unknown_beam_flags(beam_args, _flags_of(usage))
         ]
         if unknown:
             usage.error(
