@@ -10,7 +10,7 @@ ExampleGen keys it), and the batch job's own passes through `dense_batch`
 
 Also what every reader shares: `one_line` (a library's message, fit for one
 line of a `DataError`), `is_gzip` and `gunzipped_chunks`, `closest_column`,
-and the checks of integer values against int64.
+`csv_field`, and the checks of integer values against int64.
 """
 
 from __future__ import annotations
@@ -59,6 +59,17 @@ def batch_rows(config: Config, values: int = BATCH_VALUES) -> int:
 
 GZIP_MAGIC = b"\x1f\x8b"
 MAX_MESSAGE = 300  # characters of a library's message quoted in an error
+
+
+def csv_field(text: str, quote_empty: bool = False) -> str:
+    """`text` as one CSV field that reads back as the same text: as it is,
+    or quoted (`"` doubled inside) when it holds a quote, comma or line end,
+    starts or ends with a blank, or is empty and `quote_empty` (an empty
+    line is skipped: a one-column file needs `""` for an empty cell)."""
+    plain = text.strip(" \t") == text and not any(c in text for c in '",\r\n')
+    if plain and (text or not quote_empty):
+        return text
+    return '"' + text.replace('"', '""') + '"'
 
 
 def closest_column(absent: Sequence[str], columns: Collection[str]) -> str:

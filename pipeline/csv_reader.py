@@ -38,6 +38,7 @@ from tanhguard.pipeline.batch_layout import (
     batch_rows,
     closest_column,
     coalesced,
+    csv_field,
     feature_column,
     gunzipped_chunks,
     is_gzip,
@@ -421,19 +422,10 @@ def _explain(
 _CHECK_ROWS = 4096
 
 
-def _csv_field(cell: str) -> str:
-    """`cell` as one CSV field that Arrow reads back as the same text: as it
-    is, or quoted when it holds a quote, comma or line end, or is empty
-    (an empty line would be skipped)."""
-    if cell and not any(c in cell for c in '",\r\n'):
-        return cell
-    return '"' + cell.replace('"', '""') + '"'
-
-
 def _converts(cells: Sequence[str], dtype: pa.DataType) -> bool:
     """Whether Arrow's CSV reader, with the options the job reads with,
     converts every one of `cells` to `dtype`."""
-    text = "x\n" + "".join(_csv_field(cell) + "\n" for cell in cells)
+    text = "x\n" + "".join(csv_field(cell, quote_empty=True) + "\n" for cell in cells)
     try:
         pa_csv.read_csv(
             io.BytesIO(text.encode("utf-8", "surrogateescape")),

@@ -28,7 +28,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from tanhguard.pipeline.artifacts import load_artifacts_config
-from tanhguard.pipeline.batch_layout import BATCH_VALUES
+from tanhguard.pipeline.batch_layout import BATCH_VALUES, csv_field
 from tanhguard.pipeline.beam_runner import new_pipeline
 from tanhguard.pipeline.formats import FORMATS
 from tanhguard.pipeline.job_errors import data_errors_unwrapped
@@ -199,18 +199,14 @@ def _csv_lines(batch: pa.RecordBatch) -> Iterator[str]:
 
 def _kept_cell(value: Any) -> str:
     """A kept value as a CSV cell: empty for none, `true`/`false`, a number
-    as Python writes it, text quoted when it holds a comma, quote or line end
-    (as the `csv` module quotes)."""
+    as Python writes it, text as it reads back (`csv_field`)."""
     if value is None:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):
         return repr(value)
-    text = str(value)
-    if any(c in text for c in ',"\r\n') or text != text.strip():
-        return '"' + text.replace('"', '""') + '"'
-    return text
+    return csv_field(str(value))
 
 
 def _csv_header(schema: pa.Schema, config: Config) -> str:
