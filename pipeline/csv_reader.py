@@ -44,7 +44,7 @@ from tanhguard.pipeline.batch_layout import (
     is_gzip,
     one_line,
 )
-from tanhguard.pipeline.kept_columns import FLAG, closest, with_kept
+from tanhguard.pipeline.kept_columns import FLAG, with_kept
 from tanhguard.pipeline.read_ahead import read_ahead
 from tanhguard.transforms.config import Config
 
@@ -276,7 +276,8 @@ def _check_kept(path: str, header: list[str], keep: Sequence[str]) -> None:
     for name in keep:
         if name not in header:
             raise DataError(
-                f"{path}: {FLAG} `{name}`: not in the header{closest(name, header)}"
+                f"{path}: {FLAG} `{name}`: not in the header"
+                f"{closest_column([name], header)}"
             )
         if header.count(name) > 1:
             raise DataError(

@@ -24,7 +24,6 @@ UTF-8 bytes; a missing value is an empty list.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Sequence
 
 import pyarrow as pa
@@ -87,11 +86,6 @@ def kept_type(kind: pa.DataType) -> pa.DataType | None:
     if pa.types.is_string(kind) or pa.types.is_large_string(kind):
         return pa.string()
     return None
-
-
-def closest(name: str, columns: Sequence[str]) -> str:
-    close = difflib.get_close_matches(name, list(columns), n=1, cutoff=0.6)
-    return f" (did you mean `{close[0]}`?)" if close else ""
 
 
 def merge_types(

@@ -25,7 +25,7 @@ from tanhguard.pipeline.batch_layout import (
     feature_column,
     one_line,
 )
-from tanhguard.pipeline.kept_columns import FLAG, closest, with_kept
+from tanhguard.pipeline.kept_columns import FLAG, with_kept
 from tanhguard.transforms.config import Config
 
 
@@ -122,12 +122,18 @@ def kept_parquet_types(path: str, keep: Sequence[str]) -> dict[str, pa.DataType]
     Raises:
       DataError: the file is not Parquet, or lacks one of them or has it twice.
     """
-    schema = _open_parquet(path).schema_arrow
+    return _kept_types(path, _open_parquet(path).schema_arrow, keep)
+
+
+def _kept_types(
+    path: str, schema: pa.Schema, keep: Sequence[str]
+) -> dict[str, pa.DataType]:
+    """`kept_parquet_types` of a file whose schema is `schema`."""
     counts = Counter(schema.names)
     for name in keep:
         if counts[name] != 1:
             found = "not in the file" if not counts[name] else "twice in the file"
-            hint = closest(name, schema.names) if not counts[name] else ""
+            hint = closest_column([name], schema.names) if not counts[name] else ""
             raise DataError(f"{path}: {FLAG} `{name}`: {found}{hint}")
     return {name: schema.field(name).type for name in keep}
 
@@ -148,8 +154,8 @@ def read_parquet_batches(
     plan = _parquet_plan(path, parquet.schema_arrow, config)
     schema = arrow_schema(config)
     wanted = sorted({c for columns, _ in plan.values() for c in columns})
-    if keep is not None:
-        kept_parquet_types(path, keep.names)
+    if keep is not None:  # the open file's schema: no second read of its footer
+        _kept_types(path, parquet.schema_arrow, keep.names)
         wanted += [name for name in keep.names if name not in wanted]
     # List columns come as the file holds them: cast and length-checked.
     from_file = [name for name, (_, is_list) in plan.items() if is_list]
